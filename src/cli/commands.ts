@@ -1,0 +1,211 @@
+/** The CLI's commands: parse and check options, call the layers, format the result. */
+import fs from 'node:fs';
+import { checkInt, checkVmName, UsageError } from '../host/validate.js';
+import { isBridge, ip, vhostNetUsable } from '../host/ip.js';
+import { checkKvm, resolveAccel } from '../qemu/accel.js';
+import { qemuVersion, startVm, stopVm, vmState } from '../qemu/launcher.js';
+import { StateStore, type VmRecord } from '../qemu/state.js';
+import { Controller } from '../hotplug/controller.js';
+import type { AddPlan, AddResult } from '../hotplug/add.js';
+import { QmpCommandError } from '../qmp/errors.js';
+import { note, printJson, table } from './output.js';
+
+export interface GlobalOptions {
+  stateDir: string;
+  qmp?: string;
+  eventsQmp?: string;
+}
+
+const storeOf = (g: GlobalOptions) => new StateStore(g.stateDir);
+const seconds = (value: string, what: string) => checkInt(value, what, 0, 86_400) * 1000;
+const MEMORY = /^\d+[KMGT]?$/i;
+
+export async function openController(vm: string, g: GlobalOptions): Promise<Controller> {
+  return Controller.open(g.qmp ? { qmp: g.qmp, name: vm } : { name: vm, store: storeOf(g) });
+}
+
+async function withController<T>(vm: string, g: GlobalOptions, fn: (c: Controller) => Promise<T>): Promise<T> {
+  const controller = await openController(vm, g);
+  try {
+    return await fn(controller);
+  } finally {
+    await controller.close();
+  }
+}
+
+export async function start(vm: string, o: Record<string, string | string[] | boolean | undefined>, g: GlobalOptions): Promise<void> {
+  checkVmName(vm);
+  const memory = String(o.memory);
+  if (!MEMORY.test(memory)) throw new UsageError(`invalid memory '${memory}': use a size like 512M or 2G`);
+  for (const [what, path] of [['kernel', o.kernel], ['initrd', o.initrd], ...((o.disk as string[]).map((d) => ['disk', d]))] as [string, string | undefined][]) {
+    if (path !== undefined && !fs.existsSync(path)) throw new UsageError(`${what} '${path}' does not exist`);
+  }
+  if (o.bridge !== undefined && !isBridge(String(o.bridge))) throw new UsageError(`bridge '${String(o.bridge)}' does not exist or is not a bridge`);
+  const record = await startVm(storeOf(g), {
+    name: vm,
+    cpus: checkInt(String(o.cpus), 'CPU count', 1, 1024),
+    memory,
+    machine: o.machine as 'pc' | 'q35',
+    accel: o.accel as 'auto' | 'kvm' | 'tcg',
+    disks: o.disk as string[],
+    kernel: o.kernel as string | undefined,
+    initrd: o.initrd as string | undefined,
+    append: o.append as string | undefined,
+    serial: o.serial as string | undefined,
+    hotplugSlots: checkInt(String(o.hotplugSlots), 'hot-plug slot count', 0, 30),
+    qemu: String(o.qemu),
+    qemuArgs: o.qemuArg as string[],
+    bridge: o.bridge as string | undefined,
+  });
+  if (o.json) return printJson(record);
+  const s = record.spec;
+  process.stdout.write(
+    `started ${vm}: pid ${record.pid}, ${s.machine}, ${s.cpus} vCPUs, ${s.memory}, ${s.accel}` +
+      `${o.accel === 'auto' ? ` (${record.accelReason})` : ''}; QMP ready at ${record.qmp}\n`,
+  );
+}
+
+export async function stop(vm: string, o: { timeout: string; json?: boolean }, g: GlobalOptions): Promise<void> {
+  checkVmName(vm);
+  const result = await stopVm(storeOf(g), vm, seconds(o.timeout, 'timeout'));
+  if (o.json) return printJson(result);
+  process.stdout.write(
+    result.how === 'already-dead'
+      ? `${vm} was already dead; its state is cleaned up\n`
+      : `stopped ${vm}${result.how === 'quit' ? '' : ` (${result.how} after quit failed)`}\n`,
+  );
+}
+
+export async function vms(o: { json?: boolean }, g: GlobalOptions): Promise<void> {
+  const store = storeOf(g);
+  const rows: (VmRecord & { state: string })[] = [];
+  for (const name of store.list()) {
+    let record: VmRecord | undefined;
+    try {
+      record = store.read(name);
+    } catch (e) {
+      note((e as Error).message);
+      continue;
+    }
+    if (record) rows.push({ ...record, state: await vmState(record) });
+  }
+  if (o.json) return printJson(rows.map((r) => ({ name: r.name, pid: r.pid, state: r.state, machine: r.spec.machine, cpus: r.spec.cpus, memory: r.spec.memory, accel: r.spec.accel, nics: r.nics.length, qmp: r.qmp })));
+  process.stdout.write(
+    table(
+      ['NAME', 'PID', 'STATE', 'MACHINE', 'CPUS', 'MEMORY', 'ACCEL', 'NICS'],
+      rows.map((r) => [r.name, r.pid, r.state, r.spec.machine, r.spec.cpus, r.spec.memory, r.spec.accel, r.nics.length]),
+    ),
+  );
+}
+
+export async function doctor(o: { json?: boolean; qemu: string }): Promise<void> {
+  type Check = { check: string; status: 'ok' | 'warn' | 'fail'; detail: string };
+  const checks: Check[] = [];
+  try {
+    checks.push({ check: 'qemu', status: 'ok', detail: `${o.qemu}: ${await qemuVersion(o.qemu)}` });
+  } catch {
+    checks.push({ check: 'qemu', status: 'fail', detail: `${o.qemu} not found (apt-get install qemu-system-x86)` });
+  }
+  let tun = false;
+  try {
+    fs.accessSync('/dev/net/tun', fs.constants.R_OK | fs.constants.W_OK);
+    tun = true;
+  } catch {}
+  checks.push({ check: '/dev/net/tun', status: tun ? 'ok' : 'fail', detail: tun ? 'usable' : 'missing or not accessible: taps cannot be made' });
+  const vhost = vhostNetUsable();
+  checks.push({ check: '/dev/vhost-net', status: vhost ? 'ok' : 'warn', detail: vhost ? 'usable: --vhost auto turns vhost on' : 'missing: NICs run without vhost (--vhost on is refused)' });
+  const kvm = checkKvm();
+  checks.push({ check: 'kvm', status: kvm.usable ? 'ok' : 'warn', detail: `${kvm.reason}; --accel auto picks ${resolveAccel('auto').accel}` });
+  try {
+    const bridges = (JSON.parse(await ip(['-j', 'link', 'show', 'type', 'bridge'])) as { ifname: string }[]).map((b) => b.ifname);
+    checks.push({ check: 'ip', status: 'ok', detail: 'iproute2 found' });
+    checks.push({ check: 'bridges', status: bridges.length ? 'ok' : 'warn', detail: bridges.length ? bridges.join(', ') : 'none (create one: ip link add br0 type bridge)' });
+  } catch (e) {
+    checks.push({ check: 'ip', status: 'fail', detail: (e as Error).message });
+  }
+  if (o.json) printJson(checks);
+  else process.stdout.write(checks.map((c) => `${c.status.padEnd(4)}  ${c.check.padEnd(14)}  ${c.detail}`).join('\n') + '\n');
+  if (checks.some((c) => c.status === 'fail')) process.exitCode = 1;
+}
+
+export async function qmp(vm: string, command: string, argsJson: string | undefined, g: GlobalOptions): Promise<void> {
+  let args: object | undefined;
+  if (argsJson !== undefined) {
+    try {
+      args = JSON.parse(argsJson) as object;
+    } catch {
+      throw new UsageError(`invalid QMP arguments '${argsJson}': give a JSON object, e.g. '{"path":"/machine"}'`);
+    }
+    if (args === null || typeof args !== 'object' || Array.isArray(args)) throw new UsageError(`invalid QMP arguments '${argsJson}': give a JSON object`);
+  }
+  await withController(vm, g, async (c) => {
+    try {
+      printJson(await c.qmp.execute(command, args));
+    } catch (e) {
+      if (e instanceof QmpCommandError) throw new Error(`${e.errorClass}: ${e.desc}`);
+      throw e;
+    }
+  });
+}
+
+export async function add(vm: string, o: Record<string, string | boolean | undefined>, g: GlobalOptions): Promise<void> {
+  const waitGuestMs = o.waitGuest === undefined ? undefined : o.waitGuest === true ? 30_000 : seconds(String(o.waitGuest), 'guest wait');
+  const result = await withController(vm, g, (c) =>
+    c.addNic({
+      queues: String(o.queues),
+      bridge: o.bridge === false ? null : (o.bridge as string | undefined),
+      ifname: o.ifname as string | undefined,
+      mac: o.mac as string | undefined,
+      id: o.id as string | undefined,
+      vhost: o.vhost as 'auto' | 'on' | 'off',
+      waitGuestMs,
+      dryRun: o.dryRun === true,
+    }),
+  );
+  const { notes, ...rest } = result;
+  if (!o.json) for (const n of notes) note(n);
+  if ('commands' in result) {
+    const plan = result as AddPlan;
+    if (o.json) return printJson({ dryRun: true, ...rest });
+    process.stdout.write(`dry run: nothing changed. Would send:\n`);
+    for (const cmd of plan.commands) process.stdout.write(`  ${JSON.stringify(cmd)}\n`);
+    process.stdout.write(`then run:\n  ${plan.ipArgv.join(' ')}\n`);
+    return;
+  }
+  const r = result as AddResult;
+  if (o.json) return printJson(rest);
+  process.stdout.write(
+    `added ${r.id} to ${vm}: ${r.queues} queues, tap ${r.tap} ${r.bridge ? `on ${r.bridge}` : '(no bridge)'} up, ` +
+      `mac ${r.mac}, vectors ${r.vectors}, vhost ${r.vhost ? 'on' : 'off'}, bus ${r.bus}\n`,
+  );
+  if (r.guestReady !== undefined) {
+    process.stdout.write(
+      r.guestReady
+        ? `guest took ${r.id}: ${r.activeQueues ?? '?'} of ${r.queues} queue pairs active\n`
+        : `guest did not take ${r.id} within the wait (no NIC_RX_FILTER_CHANGED); ${r.activeQueues ?? '?'} queue pairs active\n`,
+    );
+    if (!r.guestReady) process.exitCode = 1;
+  }
+}
+
+export async function remove(vm: string, nic: string, o: { timeout: string; json?: boolean }, g: GlobalOptions): Promise<void> {
+  const timeoutMs = seconds(o.timeout, 'timeout');
+  const r = await withController(vm, g, (c) => c.removeNic(nic, timeoutMs));
+  if (o.json) return printJson({ ...r, unplugMs: Math.round(r.unplugMs) });
+  process.stdout.write(`removed ${r.id} from ${vm} (DEVICE_DELETED after ${Math.round(r.unplugMs)} ms; netdev ${r.netdev} and tap ${r.tap ?? '?'} gone)\n`);
+}
+
+export async function nics(vm: string, o: { json?: boolean }, g: GlobalOptions): Promise<void> {
+  const views = await withController(vm, g, (c) => c.listNics());
+  if (o.json) return printJson(views);
+  process.stdout.write(
+    table(
+      ['ID', 'MAC', 'TAP', 'QUEUES', 'ACTIVE', 'VECTORS', 'MQ', 'VHOST', 'BRIDGE', 'LINK', 'STATE', 'DRIFT'],
+      views.map((n) => [
+        n.id, n.mac, n.tap, n.queues, n.activeQueues === null ? null : `${n.activeQueues}/${n.activeQueues + (n.disabledQueues ?? 0)}`,
+        n.vectors, n.mq === null ? null : n.mq ? 'on' : 'off', n.vhost === null ? null : n.vhost ? 'on' : 'off', n.bridge,
+        n.linkUp === null ? null : n.linkUp ? 'up' : 'down', n.state, n.drift.join('; '),
+      ]),
+    ),
+  );
+}

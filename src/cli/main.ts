@@ -1,0 +1,128 @@
+#!/usr/bin/env node
+/**
+ * The command line: thin commander commands over the layers below. Each action loads its
+ * implementation on demand, so `--version` or `vms` does not pay for what `add` needs.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { fail } from './output.js';
+
+const VERSION = '0.1.0';
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+export function buildProgram(): Command {
+  const program = new Command('mq-hotplug')
+    .description('Hot-plug multiqueue virtio-net NICs into running QEMU VMs over QMP')
+    .version(VERSION)
+    .option('--state-dir <dir>', 'state directory (env MQ_HOTPLUG_STATE_DIR)', process.env.MQ_HOTPLUG_STATE_DIR ?? '/run/mq-hotplug')
+    .option('--qmp <path>', 'control QMP socket of a VM not started by mq-hotplug (the <vm> argument is then only a label)')
+    .option('--events-qmp <path>', 'events QMP socket of such a VM, for watch')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  program
+    .command('start <vm>')
+    .description('start QEMU with no NIC, only QMP monitors; returns when QMP is ready')
+    .option('--cpus <n>', 'vCPUs', '2')
+    .option('--memory <size>', 'memory, e.g. 512M or 1G', '1G')
+    .addOption(new Option('--machine <type>', 'machine type').choices(['pc', 'q35']).default('pc'))
+    .addOption(new Option('--accel <accel>', 'accelerator (auto: KVM only where it can really run a guest)').choices(['auto', 'kvm', 'tcg']).default('auto'))
+    .option('--disk <path>', 'virtio disk (repeatable)', collect, [])
+    .option('--kernel <path>', 'kernel to boot')
+    .option('--initrd <path>', 'initrd')
+    .option('--append <cmdline>', 'kernel command line')
+    .option('--serial <socket>', 'unix socket for the guest serial console (logged to serial.log)')
+    .option('--hotplug-slots <n>', 'q35: spare pcie-root-ports, one per hot-pluggable NIC (pc uses free pci.0 slots)', '8')
+    .option('--qemu <path>', 'QEMU binary', 'qemu-system-x86_64')
+    .option('--qemu-arg <arg>', 'extra QEMU argument, passed as is (repeatable)', collect, [])
+    .option('--bridge <bridge>', 'default bridge for add')
+    .option('--json', 'print the VM record as JSON')
+    .action(async (vm, opts, cmd) => (await import('./commands.js')).start(vm, opts, cmd.optsWithGlobals()));
+
+  program
+    .command('stop <vm>')
+    .description('quit the VM (SIGTERM/SIGKILL after the timeout) and remove its state')
+    .option('--timeout <seconds>', 'how long to wait for QEMU to exit', '10')
+    .option('--json', 'JSON output')
+    .action(async (vm, opts, cmd) => (await import('./commands.js')).stop(vm, opts, cmd.optsWithGlobals()));
+
+  program
+    .command('vms')
+    .description('list VMs with their live state')
+    .option('--json', 'JSON output')
+    .action(async (opts, cmd) => (await import('./commands.js')).vms(opts, cmd.optsWithGlobals()));
+
+  program
+    .command('doctor')
+    .description('check the host: QEMU, /dev/net/tun, vhost-net, KVM, ip, bridges')
+    .option('--json', 'JSON output')
+    .option('--qemu <path>', 'QEMU binary', 'qemu-system-x86_64')
+    .action(async (opts) => (await import('./commands.js')).doctor(opts));
+
+  program
+    .command('qmp <vm> <command> [args-json]')
+    .description("send one QMP command to the VM's control monitor and print its return as JSON")
+    .action(async (vm, command, args, _opts, cmd) => (await import('./commands.js')).qmp(vm, command, args, cmd.optsWithGlobals()));
+
+  program
+    .command('add <vm>')
+    .description('hot-plug a multiqueue virtio-net NIC, attach its tap to a bridge and set it up')
+    .requiredOption('--queues <n>', 'queue pairs (1-256); the guest sees this many combined channels')
+    .option('--bridge <bridge>', "bridge for the tap (default: the VM's --bridge)")
+    .option('--no-bridge', 'do not attach the tap to any bridge, only set it up')
+    .option('--ifname <tap>', 'tap name (at most 15 characters)')
+    .option('--mac <mac>', 'MAC address (default: 52:54:00:xx:xx:xx, unique in the VM)')
+    .option('--id <id>', 'device id (default: nicN)')
+    .addOption(new Option('--vhost <mode>', 'vhost-net (auto: on where /dev/vhost-net is usable)').choices(['auto', 'on', 'off']).default('auto'))
+    .option('--wait-guest [seconds]', 'wait until the guest driver has taken the NIC (default 30 s)')
+    .option('--dry-run', 'print the QMP commands and ip argv that would run, change nothing')
+    .option('--json', 'JSON output')
+    .action(async (vm, opts, cmd) => (await import('./commands.js')).add(vm, opts, cmd.optsWithGlobals()));
+
+  program
+    .command('remove <vm> <nic>')
+    .description('hot-unplug a NIC given by id, tap name or MAC')
+    .option('--timeout <seconds>', 'how long to wait for the guest to release the device', '10')
+    .option('--json', 'JSON output')
+    .action(async (vm, nic, opts, cmd) => (await import('./commands.js')).remove(vm, nic, opts, cmd.optsWithGlobals()));
+
+  program
+    .command('nics <vm>')
+    .description("list the VM's NICs: QOM joined with the host's taps, with drift from the record")
+    .option('--json', 'JSON output')
+    .action(async (vm, opts, cmd) => (await import('./commands.js')).nics(vm, opts, cmd.optsWithGlobals()));
+
+  program
+    .command('watch <vm>')
+    .description("print the VM's events (QEMU's and the controller's) until it stops")
+    .option('--json', 'one JSON object per line')
+    .option('--on <event>', 'with --exec: run a hook for this event (repeatable, pairs with --exec in order)', collect, [])
+    .option('--exec <command>', 'hook command: argv split on spaces, no shell; the event as JSON on stdin and MQH_* env', collect, [])
+    .option('--reconcile', 'react: finish unplugs the guest did, re-attach taps that lost their bridge')
+    .option('--follow', 'when the VM stops, wait for a VM of that name to start again')
+    .action(async (vm, opts, cmd) => (await import('./watch.js')).watch(vm, opts, cmd.optsWithGlobals()));
+
+  program
+    .command('agent <vm>')
+    .description('long-running reactions for a VM (watch --reconcile --follow without the printing)')
+    .action(async (vm, _opts, cmd) =>
+      (await import('./watch.js')).watch(vm, { reconcile: true, follow: true, quiet: true, on: [], exec: [] }, cmd.optsWithGlobals()),
+    );
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // help and version exit 0; commander already printed its own one-line error
+      process.exitCode = e.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    fail(e);
+  }
+}
+
+await main(process.argv);

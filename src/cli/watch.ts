@@ -1,0 +1,125 @@
+/**
+ * `watch` and `agent`: the VM's events (QEMU's, from the events monitor, and the controller's, from
+ * this process and, through the event log, from any other) printed, handed to hooks, and reacted to.
+ */
+import { execa } from 'execa';
+import { EMPTY, filter, merge } from 'rxjs';
+import { StateStore, qemuAlive } from '../qemu/state.js';
+import { tailEventLog } from '../qemu/eventlog.js';
+import { Controller } from '../hotplug/controller.js';
+import { startReconcile } from '../hotplug/reconcile.js';
+import { UsageError, checkVmName } from '../host/validate.js';
+import type { QmpEvent } from '../qmp/messages.js';
+import type { GlobalOptions } from './commands.js';
+import { sleep } from '../qemu/launcher.js';
+
+export interface WatchOptions {
+  json?: boolean;
+  on: string[];
+  exec: string[];
+  reconcile?: boolean;
+  follow?: boolean;
+  quiet?: boolean;
+}
+
+interface Hook {
+  event: string;
+  argv: string[];
+}
+
+export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Promise<void> {
+  if (o.on.length !== o.exec.length) throw new UsageError(`--on and --exec go in pairs: got ${o.on.length} --on and ${o.exec.length} --exec`);
+  const hooks: Hook[] = o.on.map((event, i) => {
+    const argv = o.exec[i]!.trim().split(/\s+/);
+    if (!argv[0]) throw new UsageError(`empty --exec for --on ${event}`);
+    return { event, argv };
+  });
+  const external = g.eventsQmp ?? g.qmp;
+  if (!external) checkVmName(vm);
+  const store = external ? undefined : new StateStore(g.stateDir);
+  let stopping = false;
+  let current: Controller | undefined;
+  const onSignal = () => {
+    stopping = true;
+    void current?.close();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  let lastPid: number | undefined;
+  for (;;) {
+    if (store && o.follow) lastPid = await waitForVm(store, vm, lastPid, () => stopping);
+    if (stopping) break;
+    const controller = (current = await Controller.open(external ? { qmp: external, name: vm } : { name: vm, store, monitor: 'events' }));
+    const others$ = store ? tailEventLog(store.eventLogPath(vm)).pipe(filter((e) => e.pid !== process.pid)) : EMPTY;
+    let lastEvent = '';
+    const printing = merge(controller.events$, others$).subscribe((e) => {
+      lastEvent = e.event;
+      if (!o.quiet) print(vm, e, o.json);
+      for (const hook of hooks) if (hook.event === e.event || hook.event === '*') void runHook(hook, vm, e);
+    });
+    const reacting = o.reconcile ? startReconcile(controller) : undefined;
+    if (!o.quiet && !o.json) process.stderr.write(`watching ${vm} (Ctrl-C to stop)\n`);
+    const reason = await controller.qmp.closed;
+    printing.unsubscribe();
+    reacting?.unsubscribe();
+    await controller.close();
+    if (stopping) break;
+    const why = lastEvent === 'SHUTDOWN' ? 'the VM shut down' : `its QMP connection closed${reason ? ` (${reason.message})` : ''}`;
+    process.stderr.write(`${vm}: ${why}\n`);
+    if (store && o.reconcile) {
+      const record = store.read(vm);
+      if (record && !qemuAlive(record)) store.remove(vm); // nothing stale left behind
+    }
+    if (!o.follow || !store) break;
+    process.stderr.write(`${vm}: waiting for it to start again (--follow)\n`);
+  }
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+}
+
+function print(vm: string, e: QmpEvent, json?: boolean): void {
+  const { event, data, timestamp, source } = e;
+  if (json) {
+    process.stdout.write(JSON.stringify({ event, data, timestamp, vm, source }) + '\n');
+    return;
+  }
+  const at = new Date(timestamp.seconds * 1000 + timestamp.microseconds / 1000).toISOString();
+  process.stdout.write(`${at} ${vm} ${source === 'controller' ? 'mq-hotplug' : 'qemu'} ${event} ${JSON.stringify(data)}\n`);
+}
+
+/** Runs one hook: argv only (no shell), the event as JSON on stdin and as MQH_* variables. */
+async function runHook(hook: Hook, vm: string, e: QmpEvent): Promise<void> {
+  const json = JSON.stringify({ event: e.event, data: e.data, timestamp: e.timestamp, vm, source: e.source });
+  const env: Record<string, string> = {
+    MQH_EVENT: e.event,
+    MQH_VM: vm,
+    MQH_SOURCE: e.source,
+    MQH_DATA: JSON.stringify(e.data),
+    MQH_TIMESTAMP: String(e.timestamp.seconds + e.timestamp.microseconds / 1e6),
+  };
+  for (const [key, value] of Object.entries(e.data)) {
+    if (/^[a-z][a-z0-9_-]*$/i.test(key) && ['string', 'number', 'boolean'].includes(typeof value)) {
+      env[`MQH_${key.toUpperCase().replace(/-/g, '_')}`] = String(value);
+    }
+  }
+  try {
+    const result = await execa(hook.argv[0]!, hook.argv.slice(1), { input: json, env, reject: false, timeout: 60_000 });
+    if (result.failed) process.stderr.write(`hook '${hook.argv.join(' ')}' for ${e.event} failed: ${result.shortMessage}\n`);
+    else if (result.stdout) process.stderr.write(result.stdout + '\n');
+  } catch (err) {
+    process.stderr.write(`hook '${hook.argv.join(' ')}' for ${e.event} failed: ${(err as Error).message}\n`);
+  }
+}
+
+/** Waits until a VM of that name runs with a pid other than `previous`. */
+async function waitForVm(store: StateStore, vm: string, previous: number | undefined, stop: () => boolean): Promise<number | undefined> {
+  while (!stop()) {
+    try {
+      const record = store.read(vm);
+      if (record && record.pid !== previous && qemuAlive(record)) return record.pid;
+    } catch {}
+    await sleep(200);
+  }
+  return previous;
+}

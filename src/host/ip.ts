@@ -1,0 +1,148 @@
+/**
+ * The host's network links: reads from sysfs where a read is enough (no exec on the hot path), and
+ * `ip` through execa with an argv array (never a shell) where something must change.
+ */
+import { constants, accessSync, existsSync, readFileSync } from 'node:fs';
+import { execa } from 'execa';
+import { checkIfname } from './validate.js';
+
+const SYS_NET = '/sys/class/net';
+
+export class HostCommandError extends Error {
+  override name = 'HostCommandError';
+  constructor(
+    readonly argv: string[],
+    readonly detail: string,
+  ) {
+    super(`'${argv.join(' ')}' failed: ${detail}`);
+  }
+}
+
+/** The `ip` binary; overridable for tests (MQ_HOTPLUG_IP). */
+export function ipBinary(): string {
+  return process.env.MQ_HOTPLUG_IP ?? 'ip';
+}
+
+export async function ip(args: string[]): Promise<string> {
+  const argv = [ipBinary(), ...args];
+  try {
+    const { stdout } = await execa(argv[0]!, args, { stdin: 'ignore' });
+    return stdout;
+  } catch (e) {
+    const err = e as { code?: string; stderr?: string; shortMessage?: string };
+    const detail =
+      err.code === 'ENOENT' ? `'${argv[0]}' not found in PATH (install iproute2)` : (err.stderr?.trim() || err.shortMessage || String(e));
+    throw new HostCommandError(argv, detail);
+  }
+}
+
+export function linkExists(name: string): boolean {
+  return existsSync(`${SYS_NET}/${checkIfname(name)}`);
+}
+
+export function isBridge(name: string): boolean {
+  return existsSync(`${SYS_NET}/${checkIfname(name)}/bridge`);
+}
+
+export function vhostNetUsable(path = '/dev/vhost-net'): boolean {
+  try {
+    accessSync(path, constants.R_OK | constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The bridge a link is enslaved to, from sysfs (`master` link), or undefined. */
+export function masterOf(name: string): string | undefined {
+  try {
+    return readFileSync(`${SYS_NET}/${checkIfname(name)}/master/uevent`, 'utf8').match(/^INTERFACE=(.+)$/m)?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Attaches a tap to a bridge and sets it up in one exec; without a bridge only sets it up. */
+export async function attachAndUp(tap: string, bridge?: string): Promise<void> {
+  const args = ['link', 'set', 'dev', checkIfname(tap)];
+  if (bridge) args.push('master', checkIfname(bridge, 'bridge name'));
+  args.push('up');
+  await ip(args);
+}
+
+export function attachArgv(tap: string, bridge?: string): string[] {
+  return [ipBinary(), 'link', 'set', 'dev', tap, ...(bridge ? ['master', bridge] : []), 'up'];
+}
+
+export interface LinkInfo {
+  ifname: string;
+  master?: string;
+  up: boolean;
+  operstate?: string;
+  address?: string;
+  multiQueue: boolean;
+  /** Queue pairs the guest has enabled (tun's numqueues). */
+  numQueues?: number;
+  numDisabled?: number;
+  kind?: string;
+}
+
+interface IpLinkJson {
+  ifname: string;
+  master?: string;
+  flags?: string[];
+  operstate?: string;
+  address?: string;
+  linkinfo?: { info_kind?: string; info_data?: { multi_queue?: boolean; numqueues?: number; numdisabled?: number } };
+}
+
+function toLinkInfo(j: IpLinkJson): LinkInfo {
+  const data = j.linkinfo?.info_data;
+  return {
+    ifname: j.ifname,
+    master: j.master,
+    up: j.flags?.includes('UP') ?? false,
+    operstate: j.operstate,
+    address: j.address,
+    multiQueue: data?.multi_queue ?? false,
+    numQueues: data?.numqueues,
+    numDisabled: data?.numdisabled,
+    kind: j.linkinfo?.info_kind,
+  };
+}
+
+/** Details of all links (one exec), keyed by name. */
+export async function showLinks(): Promise<Map<string, LinkInfo>> {
+  const parsed = JSON.parse(await ip(['-j', '-d', 'link', 'show'])) as IpLinkJson[];
+  return new Map(parsed.map((j) => [j.ifname, toLinkInfo(j)]));
+}
+
+/** Details of one link, or undefined when it does not exist. */
+export async function showLink(name: string): Promise<LinkInfo | undefined> {
+  if (!linkExists(name)) return undefined;
+  try {
+    const [j] = JSON.parse(await ip(['-j', '-d', 'link', 'show', 'dev', name])) as IpLinkJson[];
+    return j ? toLinkInfo(j) : undefined;
+  } catch (e) {
+    if (!linkExists(name)) return undefined;
+    throw e;
+  }
+}
+
+export async function deleteLink(name: string): Promise<void> {
+  await ip(['link', 'del', 'dev', checkIfname(name)]);
+}
+
+export async function addBridge(name: string): Promise<void> {
+  await ip(['link', 'add', 'name', checkIfname(name, 'bridge name'), 'type', 'bridge']);
+  await ip(['link', 'set', 'dev', name, 'up']);
+}
+
+/** Administratively up (IFF_UP in sysfs flags); false when the link does not exist. */
+export function linkIsUp(name: string): boolean {
+  try {
+    return (Number.parseInt(readFileSync(`${SYS_NET}/${checkIfname(name)}/flags`, 'utf8'), 16) & 1) === 1;
+  } catch {
+    return false;
+  }
+}

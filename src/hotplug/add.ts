@@ -1,0 +1,186 @@
+/**
+ * Hot-plugging a multiqueue virtio-net NIC, as one transaction:
+ *   1. preflight: every check before anything is sent (one pipelined QMP burst + sysfs reads);
+ *   2. netdev_add (QEMU creates the multiqueue tap), device_add, and a qom-get that confirms the
+ *      device, sent pipelined;
+ *   3. DEVICE_ADDED published on the event stream; the bridging reaction attaches the tap and sets it up;
+ *   4. the record gains the NIC.
+ * A failure after step 2 undoes what was done, in reverse order, and says so.
+ */
+import { randomBytes } from 'node:crypto';
+import { attachArgv, isBridge, linkExists, vhostNetUsable } from '../host/ip.js';
+import { UsageError, checkIfname, checkInt, checkMac, checkQemuId } from '../host/validate.js';
+import { nextEvent, forDevice } from '../qmp/events.js';
+import type { NicRecord } from '../qemu/state.js';
+import type { Controller } from './controller.js';
+import { HotplugError } from './errors.js';
+import { type LiveVm, inspectVm } from './inspect.js';
+import { showLink } from '../host/ip.js';
+import { rollbackNic } from './remove.js';
+
+export const MAX_QUEUES = 256; // MAX_TAP_QUEUES in the kernel's tun driver
+
+export interface AddRequest {
+  queues: number | string;
+  /** undefined: the VM's default bridge; null or '': no bridge, only set the tap up. */
+  bridge?: string | null;
+  ifname?: string;
+  mac?: string;
+  id?: string;
+  vhost?: 'auto' | 'on' | 'off';
+  /** Wait this long for the guest driver to take the NIC (NIC_RX_FILTER_CHANGED). */
+  waitGuestMs?: number;
+  dryRun?: boolean;
+}
+
+export interface AddPlan {
+  id: string;
+  netdev: string;
+  tap: string;
+  mac: string;
+  queues: number;
+  vectors: number;
+  vhost: boolean;
+  bridge: string | null;
+  bus: string;
+  notes: string[];
+  commands: { execute: string; arguments: Record<string, unknown> }[];
+  ipArgv: string[];
+}
+
+export interface AddResult extends Omit<AddPlan, 'commands' | 'ipArgv' | 'notes'> {
+  notes: string[];
+  guestReady?: boolean;
+  activeQueues?: number;
+}
+
+/** All checks and choices; throws UsageError (nothing sent, nothing changed) on bad input. */
+export async function planAdd(vm: Controller, request: AddRequest, live?: LiveVm): Promise<AddPlan> {
+  const notes: string[] = [];
+  const queues = checkInt(request.queues, 'queue count', 1, MAX_QUEUES);
+  if (request.id !== undefined) checkQemuId(request.id, 'NIC id');
+  if (request.ifname !== undefined) checkIfname(request.ifname, 'tap name');
+  const requestedMac = request.mac === undefined ? undefined : checkMac(request.mac);
+  const vhostMode = request.vhost ?? 'auto';
+  if (!['auto', 'on', 'off'].includes(vhostMode)) throw new UsageError(`invalid vhost '${vhostMode}': use auto, on or off`);
+
+  const record = vm.record();
+  const bridge = request.bridge === undefined ? (record?.spec.bridge ?? null) : request.bridge || null;
+  if (bridge !== null) {
+    checkIfname(bridge, 'bridge name');
+    if (!linkExists(bridge)) throw new UsageError(`bridge '${bridge}' does not exist (create it: ip link add ${bridge} type bridge)`);
+    if (!isBridge(bridge)) throw new UsageError(`'${bridge}' is not a bridge; give --bridge the name of a Linux bridge`);
+  }
+
+  let vhost: boolean;
+  if (vhostMode === 'off') vhost = false;
+  else if (vhostNetUsable()) vhost = true;
+  else if (vhostMode === 'on') {
+    // QEMU 7.2 aborts (the VM dies) on netdev_add vhost=on without /dev/vhost-net: never send it.
+    throw new UsageError(`vhost 'on' needs /dev/vhost-net, which is missing or not accessible here; use --vhost auto or off`);
+  } else {
+    vhost = false;
+    notes.push('vhost off: /dev/vhost-net is not available on this host');
+  }
+
+  live ??= await inspectVm(vm.qmp);
+  if (!live.running) throw new UsageError(`VM '${vm.name}' is ${live.status}, not running; hot-plug needs a running VM`);
+  if (queues > live.cpus) notes.push(`${queues} queues for ${live.cpus} vCPUs: the guest enables ${live.cpus} pairs until 'ethtool -L <if> combined ${queues}'`);
+  if (!live.freeBus) {
+    throw new UsageError(
+      live.q35
+        ? `VM '${vm.name}' has no free hot-plug slot: every pcie-root-port is taken (start it with more --hotplug-slots)`
+        : `VM '${vm.name}' has no free slot on pci.0`,
+    );
+  }
+
+  const recordedIds = new Set(record?.nics.map((n) => n.id));
+  const id = request.id ?? firstFree('nic', (c) => live.deviceIds.has(c) || recordedIds.has(c));
+  if (live.deviceIds.has(id) || recordedIds.has(id)) throw new UsageError(`NIC id '${id}' is already used in VM '${vm.name}'; pick another --id`);
+  const netdev = `nd-${id}`;
+
+  const macs = new Set([...live.nicMacs.values(), ...(record?.nics.map((n) => n.mac) ?? [])]);
+  let mac: string;
+  if (requestedMac !== undefined) {
+    if (macs.has(requestedMac)) throw new UsageError(`MAC '${requestedMac}' is already used in VM '${vm.name}'; pick another --mac`);
+    mac = requestedMac;
+  } else {
+    do mac = `52:54:00:${[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
+    while (macs.has(mac));
+  }
+
+  const tap = request.ifname ?? defaultTapName(vm.name, id);
+  if (linkExists(tap)) throw new UsageError(`tap name '${tap}' is already taken by a host interface; pick another --ifname`);
+
+  const vectors = 2 * queues + 2; // one per rx and tx queue, one for config, one for control
+  const commands = [
+    { execute: 'netdev_add', arguments: { type: 'tap', id: netdev, ifname: tap, script: 'no', downscript: 'no', vhost, queues } },
+    { execute: 'device_add', arguments: { driver: 'virtio-net-pci', id, netdev, mac, mq: true, vectors, bus: live.freeBus } },
+  ];
+  return { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus: live.freeBus, notes, commands, ipArgv: attachArgv(tap, bridge ?? undefined) };
+}
+
+export async function addNic(vm: Controller, request: AddRequest): Promise<AddResult | AddPlan> {
+  return vm.locked(async () => {
+    const plan = await planAdd(vm, request);
+    if (request.dryRun) return plan;
+    return executeAdd(vm, plan, request.waitGuestMs);
+  });
+}
+
+async function executeAdd(vm: Controller, plan: AddPlan, waitGuestMs?: number): Promise<AddResult> {
+  const { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes } = plan;
+  const [netdevCmd, deviceCmd] = plan.commands as [AddPlan['commands'][0], AddPlan['commands'][0]];
+  // Subscribed before device_add: the guest may take the NIC before device_add's answer is read.
+  const guestTook =
+    waitGuestMs !== undefined
+      ? nextEvent(vm.events$, 'NIC_RX_FILTER_CHANGED', (e) => e.data.name === id, waitGuestMs)
+      : undefined;
+  const bridged = nextEvent(vm.events$, ['NIC_BRIDGED', 'NIC_BRIDGE_FAILED'], forDevice(id));
+
+  // Pipelined: if netdev_add fails, device_add fails too (no such netdev) and nothing exists.
+  const netdevAdded = vm.qmp.execute(netdevCmd.execute, netdevCmd.arguments);
+  const deviceAdded = vm.qmp.execute(deviceCmd.execute, deviceCmd.arguments);
+  const confirmed = vm.qmp.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'netdev' });
+  const [n, d, c] = await Promise.allSettled([netdevAdded, deviceAdded, confirmed]);
+  if (n.status === 'rejected') {
+    throw new HotplugError('netdev_add', n.reason as Error);
+  }
+  if (d.status === 'rejected' || c.status === 'rejected' || c.value !== netdev) {
+    const cause = d.status === 'rejected' ? (d.reason as Error) : c.status === 'rejected' ? (c.reason as Error) : new Error(`device ${id} has netdev '${(c as PromiseFulfilledResult<string>).value}', expected '${netdev}'`);
+    const { undone, pending } = await rollbackNic(vm, { id, netdev, tap }, d.status === 'fulfilled');
+    throw new HotplugError('device_add', cause, undone, pending);
+  }
+
+  vm.publish('DEVICE_ADDED', { device: id, netdev, tap, mac, queues, vectors, vhost, bridge, bus });
+  const outcome = await bridged;
+  if (outcome.event === 'NIC_BRIDGE_FAILED') {
+    const { undone, pending } = await rollbackNic(vm, { id, netdev, tap }, true);
+    throw new HotplugError(bridge ? `attaching ${tap} to ${bridge}` : `setting ${tap} up`, new Error(String(outcome.data.error)), undone, pending);
+  }
+
+  const nic: NicRecord = { id, netdev, tap, mac, queues, vectors, vhost, bus, state: 'active', addedAt: new Date().toISOString() };
+  if (bridge) nic.bridge = bridge;
+  vm.updateRecord((r) => r.nics.push(nic));
+
+  const result: AddResult = { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes };
+  if (guestTook) {
+    result.guestReady = await guestTook.then(() => true, () => false);
+    result.activeQueues = (await showLink(tap))?.numQueues;
+  }
+  return result;
+}
+
+function firstFree(prefix: string, taken: (candidate: string) => boolean): string {
+  for (let i = 0; ; i++) if (!taken(`${prefix}${i}`)) return `${prefix}${i}`;
+}
+
+/** "<vm>-<id>" when it fits in 15 characters and is free, else "mqh" and 6 random hex digits. */
+function defaultTapName(vmName: string, id: string): string {
+  const readable = `${vmName}-${id}`;
+  if (readable.length <= 15 && /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(readable) && !linkExists(readable)) return readable;
+  for (;;) {
+    const random = `mqh${randomBytes(3).toString('hex')}`;
+    if (!linkExists(random)) return random;
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * The live VM as QEMU sees it, fetched with one pipelined burst of QMP commands (one round trip):
+ * machine type, run state, vCPUs, device ids, NIC MACs and the free hot-plug buses.
+ */
+import type { QmpClient } from '../qmp/client.js';
+
+interface PciDevice {
+  slot: number;
+  qdev_id: string;
+  class_info: { class: number; desc?: string };
+  pci_bridge?: { bus: { number: number }; devices?: PciDevice[] };
+}
+
+export interface LiveVm {
+  machineType: string;
+  q35: boolean;
+  status: string;
+  running: boolean;
+  cpus: number;
+  /** Every id under /machine/peripheral (devices with an id). */
+  deviceIds: Set<string>;
+  /** NIC name (the device id) -> MAC, for every NIC in the VM, ours or not. */
+  nicMacs: Map<string, string>;
+  /** Where the next NIC can go: a free root port on q35, pci.0 on pc; undefined when full. */
+  freeBus?: string;
+  /** Spare slots: free root ports (q35) or free pci.0 slots (pc). */
+  freeSlots: number;
+}
+
+const PCI_SLOTS = 32;
+
+export async function inspectVm(qmp: QmpClient): Promise<LiveVm> {
+  const [status, cpus, machineType, peripherals, pci, rxFilters] = await Promise.all([
+    qmp.execute<{ running: boolean; status: string }>('query-status'),
+    qmp.execute<unknown[]>('query-cpus-fast'),
+    qmp.execute<string>('qom-get', { path: '/machine', property: 'type' }),
+    qmp.execute<{ name: string; type: string }[]>('qom-list', { path: '/machine/peripheral' }),
+    qmp.execute<{ bus: number; devices: PciDevice[] }[]>('query-pci'),
+    qmp.execute<{ name: string; 'main-mac': string }[]>('query-rx-filter'),
+  ]);
+  const q35 = machineType.includes('q35');
+  const root = pci.find((b) => b.bus === 0)?.devices ?? [];
+  let freeBus: string | undefined;
+  let freeSlots: number;
+  if (q35) {
+    // Our spare root ports first, in order; any other empty root port after them.
+    const empty = root
+      .filter((d) => d.pci_bridge && d.qdev_id && (d.pci_bridge.devices ?? []).length === 0)
+      .map((d) => d.qdev_id)
+      .sort((a, b) => portOrder(a) - portOrder(b));
+    freeBus = empty[0];
+    freeSlots = empty.length;
+  } else {
+    freeSlots = PCI_SLOTS - new Set(root.map((d) => d.slot)).size;
+    freeBus = freeSlots > 0 ? 'pci.0' : undefined;
+  }
+  return {
+    machineType,
+    q35,
+    status: status.status,
+    running: status.running,
+    cpus: cpus.length,
+    deviceIds: new Set(peripherals.filter((p) => p.type.startsWith('child<')).map((p) => p.name)),
+    nicMacs: new Map(rxFilters.map((f) => [f.name, f['main-mac'].toLowerCase()])),
+    freeBus,
+    freeSlots,
+  };
+}
+
+function portOrder(id: string): number {
+  const m = /^mqh-port(\d+)$/.exec(id);
+  return m ? Number(m[1]) : 1e6;
+}
+
+export interface LiveNic {
+  id: string;
+  mac: string;
+  mq: boolean;
+  vectors: number;
+  netdev: string;
+  /** From QEMU's `info network` (QEMU 7.2 has no QMP query for a tap's ifname). */
+  tap?: string;
+}
+
+/** Every virtio-net-pci NIC under /machine/peripheral with its QOM properties (pipelined). */
+export async function liveNics(qmp: QmpClient): Promise<LiveNic[]> {
+  const [peripherals, network] = await Promise.all([
+    qmp.execute<{ name: string; type: string }[]>('qom-list', { path: '/machine/peripheral' }),
+    qmp.execute<string>('human-monitor-command', { 'command-line': 'info network' }),
+  ]);
+  const ids = peripherals.filter((p) => p.type === 'child<virtio-net-pci>').map((p) => p.name);
+  const get = <T>(id: string, property: string) =>
+    qmp.execute<T>('qom-get', { path: `/machine/peripheral/${id}`, property });
+  const taps = tapsOfNetdevs(network);
+  return Promise.all(
+    ids.map(async (id) => {
+      const [mac, mq, vectors, netdev] = await Promise.all([
+        get<string>(id, 'mac'),
+        get<boolean>(id, 'mq'),
+        get<number>(id, 'vectors'),
+        get<string>(id, 'netdev'),
+      ]);
+      return { id, mac: mac.toLowerCase(), mq, vectors, netdev, tap: taps.get(netdev) };
+    }),
+  );
+}
+
+/** netdev id -> tap ifname, from `info network` lines like " \ nd0: index=0,type=tap,ifname=tap0,...". */
+export function tapsOfNetdevs(infoNetwork: string): Map<string, string> {
+  const taps = new Map<string, string>();
+  for (const m of infoNetwork.matchAll(/^[\s\\]*([^\s:]+): index=\d+,type=tap,ifname=([^,\s]+)/gm)) {
+    taps.set(m[1]!, m[2]!);
+  }
+  return taps;
+}

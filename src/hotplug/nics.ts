@@ -1,0 +1,69 @@
+/**
+ * The NICs of a VM as they really are: QOM under /machine/peripheral, joined with the host's view
+ * of each tap (`ip -j -d link show`, one exec) and with the record, reporting any drift between them.
+ */
+import { showLinks } from '../host/ip.js';
+import type { Controller } from './controller.js';
+import { liveNics } from './inspect.js';
+
+export interface NicView {
+  id: string;
+  mac: string;
+  tap: string | null;
+  /** Queue pairs the NIC was made with (from the record, or the tap's numqueues + numdisabled). */
+  queues: number | null;
+  /** Queue pairs the guest has enabled (the tap's numqueues), and the rest. */
+  activeQueues: number | null;
+  disabledQueues: number | null;
+  vectors: number | null;
+  mq: boolean | null;
+  vhost: boolean | null;
+  bridge: string | null;
+  linkUp: boolean | null;
+  state: 'active' | 'unplug-pending' | 'unrecorded' | 'missing';
+  drift: string[];
+}
+
+export async function listNics(vm: Controller): Promise<NicView[]> {
+  const [live, links] = await Promise.all([liveNics(vm.qmp), showLinks()]);
+  const recorded = new Map((vm.record()?.nics ?? []).map((n) => [n.id, n]));
+  const views: NicView[] = [];
+  for (const nic of live) {
+    const rec = recorded.get(nic.id);
+    recorded.delete(nic.id);
+    const tapName = nic.tap ?? rec?.tap ?? null;
+    const link = tapName ? links.get(tapName) : undefined;
+    const drift: string[] = [];
+    if (!rec && vm.store) drift.push('not in the record (added outside mq-hotplug?)');
+    if (rec && rec.mac !== nic.mac) drift.push(`MAC ${nic.mac}, record says ${rec.mac}`);
+    if (rec && nic.tap && rec.tap !== nic.tap) drift.push(`tap ${nic.tap}, record says ${rec.tap}`);
+    if (tapName && !link) drift.push(`tap ${tapName} missing on the host`);
+    if (link && rec?.bridge && link.master !== rec.bridge) drift.push(`tap not on bridge ${rec.bridge}${link.master ? ` (on ${link.master})` : ''}`);
+    if (link && !link.up) drift.push('tap is down');
+    if (nic.vectors === 0) drift.push('MSI-X off (vectors 0)');
+    const total = link?.numQueues !== undefined ? link.numQueues + (link.numDisabled ?? 0) : undefined;
+    views.push({
+      id: nic.id,
+      mac: nic.mac,
+      tap: tapName,
+      queues: rec?.queues ?? total ?? null,
+      activeQueues: link?.numQueues ?? null,
+      disabledQueues: link?.numDisabled ?? null,
+      vectors: nic.vectors,
+      mq: nic.mq,
+      vhost: rec?.vhost ?? null,
+      bridge: link?.master ?? null,
+      linkUp: link?.up ?? null,
+      state: rec ? rec.state : 'unrecorded',
+      drift,
+    });
+  }
+  for (const rec of recorded.values()) {
+    views.push({
+      id: rec.id, mac: rec.mac, tap: rec.tap, queues: rec.queues, activeQueues: null, disabledQueues: null,
+      vectors: rec.vectors, mq: null, vhost: rec.vhost, bridge: null, linkUp: null, state: 'missing',
+      drift: ['recorded but not in the VM'],
+    });
+  }
+  return views;
+}

@@ -1,0 +1,191 @@
+/**
+ * Starting and stopping VMs. QEMU runs detached from the CLI (it must outlive it) with its output in
+ * qemu.log; `startVm` returns once QMP is ready (qmp_capabilities answered), and when QEMU fails to
+ * start it throws QEMU's own words and leaves no state behind.
+ */
+import fs from 'node:fs';
+import { execa } from 'execa';
+import { QmpClient } from '../qmp/client.js';
+import { QmpError } from '../qmp/errors.js';
+import { type AccelChoice, resolveAccel } from './accel.js';
+import { type VmSpec, qemuArgv } from './spec.js';
+import { STATE_VERSION, StateError, StateStore, type VmRecord, pidAlive, qemuAlive } from './state.js';
+import { checkVmName } from '../host/validate.js';
+
+export class StartError extends Error {
+  override name = 'StartError';
+}
+
+export type StartRequest = Omit<VmSpec, 'accel'> & { accel: AccelChoice };
+
+export async function startVm(store: StateStore, request: StartRequest, readyTimeoutMs = 30_000): Promise<VmRecord> {
+  checkVmName(request.name);
+  const existing = safeReadRecord(store, request.name);
+  if (existing && qemuAlive(existing)) {
+    throw new StartError(`VM '${request.name}' is already running (pid ${existing.pid}); stop it first or pick another name`);
+  }
+  store.remove(request.name); // stale state from a dead QEMU is not trusted
+
+  const { accel, reason } = resolveAccel(request.accel);
+  const spec: VmSpec = { ...request, accel };
+  const paths = store.createVmDir(spec.name);
+  const argv = [spec.qemu, ...qemuArgv(spec, paths)];
+
+  const logFd = fs.openSync(paths.log, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o600);
+  const oldMask = process.umask(0o077); // QEMU creates its sockets 0600
+  let child;
+  try {
+    child = execa(argv[0]!, argv.slice(1), {
+      detached: true,
+      cleanup: false,
+      reject: false,
+      stdin: 'ignore',
+      // A file descriptor, documented and supported at run time; execa's typings lack the plain number.
+      stdout: logFd as unknown as 'ignore',
+      stderr: logFd as unknown as 'ignore',
+    });
+  } finally {
+    process.umask(oldMask);
+    fs.closeSync(logFd);
+  }
+  const exited = new Promise<string>((resolve) => {
+    child.on('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exit code ${code}`));
+    child.on('error', (e) => resolve(e.message));
+  });
+  child.catch(() => {});
+
+  try {
+    if (child.pid === undefined) throw new StartError(`cannot run '${spec.qemu}': ${await exited}`);
+    await waitForMonitor(paths.qmp, exited, readyTimeoutMs);
+    for (const sock of [paths.qmp, paths.eventsQmp]) fs.chmodSync(sock, 0o600);
+    const record: VmRecord = {
+      version: STATE_VERSION,
+      name: spec.name,
+      spec,
+      argv,
+      pid: child.pid,
+      startedAt: new Date().toISOString(),
+      accelReason: reason,
+      ...paths,
+      nics: [],
+    };
+    store.write(record);
+    child.unref();
+    return record;
+  } catch (e) {
+    if (child.pid !== undefined && pidAlive(child.pid)) process.kill(child.pid, 'SIGKILL');
+    const log = readTail(paths.log);
+    store.remove(spec.name);
+    if (e instanceof StartError && log) throw new StartError(`QEMU failed to start: ${log}`);
+    throw e;
+  }
+}
+
+/** Polls for the monitor socket, then negotiates on it; fails as soon as QEMU exits. */
+async function waitForMonitor(socketPath: string, exited: Promise<string>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let gone: string | undefined;
+  exited.then((why) => (gone = why));
+  while (Date.now() < deadline) {
+    if (gone !== undefined) throw new StartError(`QEMU exited during start-up (${gone})`);
+    if (fs.existsSync(socketPath)) {
+      try {
+        const qmp = await QmpClient.connect(socketPath, { greetingTimeoutMs: deadline - Date.now() });
+        await qmp.close();
+        return;
+      } catch (e) {
+        if (!(e instanceof QmpError)) throw e;
+        // not listening yet, or QEMU died in between: loop and look again
+      }
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new StartError(`QMP at ${socketPath} was not ready within ${timeoutMs} ms`);
+}
+
+function readTail(file: string, maxLines = 20): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trim().split('\n').slice(-maxLines).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+function safeReadRecord(store: StateStore, name: string): VmRecord | undefined {
+  try {
+    return store.read(name);
+  } catch (e) {
+    if (e instanceof StateError) return undefined; // unreadable or from another version: replaced below
+    throw e;
+  }
+}
+
+export interface StopResult {
+  name: string;
+  /** How it ended: 'quit' over QMP, or the signal that had to be sent, or 'already-dead'. */
+  how: 'quit' | 'SIGTERM' | 'SIGKILL' | 'already-dead';
+}
+
+/** `quit` over QMP, wait for the monitor's EOF (faster than the PID: see FACTS), then signals. */
+export async function stopVm(store: StateStore, name: string, timeoutMs = 10_000): Promise<StopResult> {
+  const record = store.read(name);
+  if (!record) throw new StateError(`no VM named '${name}' in ${store.root}`);
+  const cleanup = () => {
+    store.remove(name);
+    if (record.spec.serial) fs.rmSync(record.spec.serial, { force: true });
+  };
+  if (!qemuAlive(record)) {
+    cleanup();
+    return { name, how: 'already-dead' };
+  }
+  let how: StopResult['how'] = 'quit';
+  try {
+    const qmp = await QmpClient.connect(record.qmp, { greetingTimeoutMs: Math.min(timeoutMs, 3000) });
+    await qmp.execute('quit').catch(() => {}); // QEMU may close before it answers
+    const eof = await Promise.race([qmp.closed.then(() => true), sleep(timeoutMs).then(() => false)]);
+    if (!eof) throw new Error('no EOF after quit');
+    await qmp.close();
+  } catch {
+    how = await killPid(record.pid, timeoutMs);
+  }
+  cleanup();
+  return { name, how };
+}
+
+async function killPid(pid: number, timeoutMs: number): Promise<'SIGTERM' | 'SIGKILL'> {
+  if (!pidAlive(pid)) return 'SIGTERM';
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + Math.min(timeoutMs, 5000);
+  while (Date.now() < deadline) {
+    if (!pidAlive(pid)) return 'SIGTERM';
+    await sleep(20);
+  }
+  process.kill(pid, 'SIGKILL');
+  return 'SIGKILL';
+}
+
+export type VmState = 'running' | 'paused' | 'dead' | 'busy' | string;
+
+/** Live status: 'dead' from the pid, else query-status over the control monitor ('busy' if held). */
+export async function vmState(record: VmRecord): Promise<VmState> {
+  if (!qemuAlive(record)) return 'dead';
+  try {
+    const qmp = await QmpClient.connect(record.qmp, { greetingTimeoutMs: 1000 });
+    try {
+      const status = await qmp.execute<{ running: boolean; status: string }>('query-status', undefined, { timeoutMs: 2000 });
+      return status.running ? 'running' : status.status === 'paused' ? 'paused' : status.status;
+    } finally {
+      await qmp.close();
+    }
+  } catch (e) {
+    return e instanceof QmpError && e.name === 'QmpBusyError' ? 'busy' : 'dead';
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The version line of a qemu binary, e.g. "QEMU emulator version 7.2.22 (...)". */
+export async function qemuVersion(qemu: string): Promise<string> {
+  const { stdout } = await execa(qemu, ['--version'], { stdin: 'ignore' });
+  return stdout.split('\n')[0] ?? '';
+}

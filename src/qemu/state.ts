@@ -1,0 +1,234 @@
+/**
+ * The state directory: one folder per VM, root-only. Layout of <root>/<vm>/:
+ *   vm.json      the VM record (spec, argv, pid, sockets, NICs), written atomically
+ *   qmp.sock     control monitor (add, remove, nics, stop)
+ *   events.sock  events monitor (watch, agent)
+ *   events.jsonl the controller's own events, appended, so a watcher in another process sees them
+ *   qemu.log     QEMU's stdout and stderr
+ *   lock         held by the process changing this VM (pid inside; stale when that pid is gone)
+ * Directories are 0700 and files 0600; nothing is created through a symlink, and a root owned by
+ * another user or writable by others is refused.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { VmPaths, VmSpec } from './spec.js';
+
+export const STATE_VERSION = 1;
+
+export class StateError extends Error {
+  override name = 'StateError';
+}
+
+export interface NicRecord {
+  id: string;
+  netdev: string;
+  tap: string;
+  mac: string;
+  queues: number;
+  vectors: number;
+  vhost: boolean;
+  bridge?: string;
+  bus: string;
+  /** 'unplug-pending': device_del was sent but the guest has not released the device yet. */
+  state: 'active' | 'unplug-pending';
+  addedAt: string;
+}
+
+export interface VmRecord extends VmPaths {
+  version: number;
+  name: string;
+  spec: VmSpec;
+  argv: string[];
+  pid: number;
+  startedAt: string;
+  accelReason: string;
+  nics: NicRecord[];
+}
+
+export function defaultStateRoot(): string {
+  return process.env.MQ_HOTPLUG_STATE_DIR ?? '/run/mq-hotplug';
+}
+
+/** Creates (or checks) a root-only directory; refuses symlinks, foreign owners and loose modes. */
+export function ensurePrivateDir(dir: string): void {
+  try {
+    fs.mkdirSync(dir, { mode: 0o700 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      ensurePrivateDir(path.dirname(dir)); // parent first, then this one
+      return ensurePrivateDir(dir);
+    }
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  const st = fs.lstatSync(dir);
+  if (!st.isDirectory()) throw new StateError(`state directory ${dir} is not a directory (a symlink or file is refused)`);
+  const uid = process.getuid?.() ?? 0;
+  if (st.uid !== uid) throw new StateError(`state directory ${dir} is owned by uid ${st.uid}, not by us (uid ${uid}); refusing it`);
+  if (st.mode & 0o022) throw new StateError(`state directory ${dir} is writable by others (mode ${(st.mode & 0o777).toString(8)}); refusing it`);
+  if (st.mode & 0o077) fs.chmodSync(dir, 0o700);
+}
+
+export class StateStore {
+  constructor(readonly root = defaultStateRoot()) {}
+
+  vmDir(name: string): string {
+    return path.join(this.root, name);
+  }
+
+  paths(name: string): VmPaths {
+    const dir = this.vmDir(name);
+    return {
+      dir,
+      qmp: path.join(dir, 'qmp.sock'),
+      eventsQmp: path.join(dir, 'events.sock'),
+      log: path.join(dir, 'qemu.log'),
+      serialLog: path.join(dir, 'serial.log'),
+    };
+  }
+
+  /** Creates the VM's directory; fails if a record already exists there. */
+  createVmDir(name: string): VmPaths {
+    ensurePrivateDir(this.root);
+    ensurePrivateDir(this.vmDir(name));
+    return this.paths(name);
+  }
+
+  read(name: string): VmRecord | undefined {
+    let text: string;
+    try {
+      text = readPrivate(path.join(this.vmDir(name), 'vm.json'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+    let record: VmRecord;
+    try {
+      record = JSON.parse(text) as VmRecord;
+    } catch {
+      throw new StateError(`${this.vmDir(name)}/vm.json is not valid JSON; remove the directory to forget the VM`);
+    }
+    if (record.version !== STATE_VERSION) {
+      throw new StateError(
+        `${this.vmDir(name)}/vm.json has state version ${String(record.version)}, this mq-hotplug reads version ${STATE_VERSION}; ` +
+          `stop the VM with the version that started it, or remove the directory`,
+      );
+    }
+    return record;
+  }
+
+  write(record: VmRecord): void {
+    writePrivateAtomic(path.join(this.vmDir(record.name), 'vm.json'), JSON.stringify(record, null, 2) + '\n');
+  }
+
+  list(): string[] {
+    try {
+      return fs
+        .readdirSync(this.root, { withFileTypes: true })
+        .filter((d) => d.isDirectory())
+        .map((d) => d.name)
+        .sort();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+  }
+
+  remove(name: string): void {
+    fs.rmSync(this.vmDir(name), { recursive: true, force: true });
+  }
+
+  /** Runs `fn` holding the VM's lock: operations on one VM are serialized, VMs proceed in parallel. */
+  async withLock<T>(name: string, fn: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
+    const lockPath = path.join(this.vmDir(name), 'lock');
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const fd = fs.openSync(lockPath, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+        fs.writeSync(fd, `${process.pid}\n`);
+        fs.closeSync(fd);
+        break;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') throw new StateError(`no VM named '${name}' in ${this.root}`);
+        if (code !== 'EEXIST') throw e;
+        const holder = Number.parseInt(safeRead(lockPath), 10);
+        if (!Number.isInteger(holder) || !pidAlive(holder)) {
+          fs.rmSync(lockPath, { force: true }); // stale: its holder died
+          continue;
+        }
+        if (Date.now() > deadline) throw new StateError(`VM '${name}' is locked by pid ${holder} (still running after ${timeoutMs} ms)`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+    try {
+      return await fn();
+    } finally {
+      fs.rmSync(lockPath, { force: true });
+    }
+  }
+
+  eventLogPath(name: string): string {
+    return path.join(this.vmDir(name), 'events.jsonl');
+  }
+
+  /** Appends one line to the VM's controller event log (for watchers in other processes). */
+  appendEvent(name: string, event: object): void {
+    const fd = fs.openSync(
+      this.eventLogPath(name),
+      fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW,
+      0o600,
+    );
+    try {
+      fs.writeSync(fd, JSON.stringify({ ...event, pid: process.pid }) + '\n');
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+}
+
+function safeRead(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+function readPrivate(file: string): string {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  try {
+    return fs.readFileSync(fd, 'utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Write to a fresh temporary file (O_EXCL, never through a symlink), then rename over the target. */
+export function writePrivateAtomic(file: string, text: string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.rmSync(tmp, { force: true });
+  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+  try {
+    fs.writeSync(fd, text);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+}
+
+/** True while the process exists and is not a zombie. */
+export function pidAlive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+/** The record's QEMU is alive: its pid exists and is the QEMU with our monitor (guards against pid reuse). */
+export function qemuAlive(record: Pick<VmRecord, 'pid' | 'qmp'>): boolean {
+  if (!pidAlive(record.pid)) return false;
+  return safeRead(`/proc/${record.pid}/cmdline`).includes(record.qmp);
+}
