@@ -86,13 +86,6 @@ export async function planAdd(vm: Controller, request: AddRequest, live?: LiveVm
   live ??= await inspectVm(vm.qmp);
   if (!live.running) throw new UsageError(`VM '${vm.name}' is ${live.status}, not running; hot-plug needs a running VM`);
   if (queues > live.cpus) notes.push(`${queues} queues for ${live.cpus} vCPUs: the guest enables ${live.cpus} pairs until 'ethtool -L <if> combined ${queues}'`);
-  if (!live.freeBus) {
-    throw new UsageError(
-      live.q35
-        ? `VM '${vm.name}' has no free hot-plug slot: every pcie-root-port is taken (start it with more --hotplug-slots)`
-        : `VM '${vm.name}' has no free slot on pci.0`,
-    );
-  }
 
   const recordedIds = new Set(record?.nics.map((n) => n.id));
   const id = request.id ?? firstFree('nic', (c) => live.deviceIds.has(c) || recordedIds.has(c));
@@ -112,10 +105,22 @@ export async function planAdd(vm: Controller, request: AddRequest, live?: LiveVm
   const tap = request.ifname ?? defaultTapName(vm.name, id);
   if (linkExists(tap)) throw new UsageError(`tap name '${tap}' is already taken by a host interface; pick another --ifname`);
 
+  if (!live.freeBus) {
+    throw new UsageError(
+      live.q35
+        ? `VM '${vm.name}' has no free hot-plug slot: every pcie-root-port is taken (start it with more --hotplug-slots)`
+        : `VM '${vm.name}' has no free slot on pci.0`,
+    );
+  }
+
   const vectors = 2 * queues + 2; // one per rx and tx queue, one for config, one for control
   const commands = [
     { execute: 'netdev_add', arguments: { type: 'tap', id: netdev, ifname: tap, script: 'no', downscript: 'no', vhost, queues } },
-    { execute: 'device_add', arguments: { driver: 'virtio-net-pci', id, netdev, mac, mq: true, vectors, bus: live.freeBus } },
+    {
+      execute: 'device_add',
+      // On a root port the device must sit at 0.0: QEMU would put a second one at 1.0, where the guest never looks.
+      arguments: { driver: 'virtio-net-pci', id, netdev, mac, mq: true, vectors, bus: live.freeBus, ...(live.q35 ? { addr: '0' } : {}) },
+    },
   ];
   return { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus: live.freeBus, notes, commands, ipArgv: attachArgv(tap, bridge ?? undefined) };
 }
@@ -128,7 +133,7 @@ export async function addNic(vm: Controller, request: AddRequest): Promise<AddRe
   });
 }
 
-async function executeAdd(vm: Controller, plan: AddPlan, waitGuestMs?: number): Promise<AddResult> {
+export async function executeAdd(vm: Controller, plan: AddPlan, waitGuestMs?: number): Promise<AddResult> {
   const { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes } = plan;
   const [netdevCmd, deviceCmd] = plan.commands as [AddPlan['commands'][0], AddPlan['commands'][0]];
   // Subscribed before device_add: the guest may take the NIC before device_add's answer is read.

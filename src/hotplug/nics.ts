@@ -26,7 +26,14 @@ export interface NicView {
 
 export async function listNics(vm: Controller): Promise<NicView[]> {
   const [live, links] = await Promise.all([liveNics(vm.qmp), showLinks()]);
-  const recorded = new Map((vm.record()?.nics ?? []).map((n) => [n.id, n]));
+  const recordedList = vm.record()?.nics ?? [];
+  const recorded = new Map(recordedList.map((n) => [n.id, n]));
+  // in the order they were added (QOM lists children in hash order), unrecorded ones last
+  const rank = (id: string) => {
+    const i = recordedList.findIndex((n) => n.id === id);
+    return i < 0 ? recordedList.length : i;
+  };
+  live.sort((a, b) => rank(a.id) - rank(b.id) || a.id.localeCompare(b.id));
   const views: NicView[] = [];
   for (const nic of live) {
     const rec = recorded.get(nic.id);

@@ -142,7 +142,7 @@ export async function stopVm(store: StateStore, name: string, timeoutMs = 10_000
   try {
     const qmp = await QmpClient.connect(record.qmp, { greetingTimeoutMs: Math.min(timeoutMs, 3000) });
     await qmp.execute('quit').catch(() => {}); // QEMU may close before it answers
-    const eof = await Promise.race([qmp.closed.then(() => true), sleep(timeoutMs).then(() => false)]);
+    const eof = await within(qmp.closed.then(() => true), timeoutMs, false);
     if (!eof) throw new Error('no EOF after quit');
     await qmp.close();
   } catch {
@@ -183,6 +183,16 @@ export async function vmState(record: VmRecord): Promise<VmState> {
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The promise's value, or `fallback` after `ms`; the timer is cleared so it never holds the process. */
+export async function within<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<T>((r) => (timer = setTimeout(() => r(fallback), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** The version line of a qemu binary, e.g. "QEMU emulator version 7.2.22 (...)". */
 export async function qemuVersion(qemu: string): Promise<string> {

@@ -110,7 +110,8 @@ export class QmpClient {
     this.socket = socket;
     messagesOf(socket, this.options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES).subscribe({
       next: (m) => this.dispatch(m),
-      error: (e: Error) => this.shutdown(e),
+      // a socket error (QEMU resets the connection as it quits) is a disconnect like EOF
+      error: (e: Error) => this.shutdown(e instanceof QmpError ? e : new QmpDisconnectedError(this.target, undefined, e.message)),
       complete: () => this.shutdown(new QmpDisconnectedError(this.target, undefined, 'EOF')),
     });
 
