@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what mq-hotplug's demo and tests need on a fresh Debian machine, only what is missing:
+# QEMU, iproute2, and the tools the guest builder uses; refreshes apt's lists when they lack the
+# guest's kernel package. Needs root.
+set -euo pipefail
+missing=()
+command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v xz >/dev/null || missing+=(xz-utils)
+command -v gzip >/dev/null || missing+=(gzip)
+updated=no
+if ! apt-cache depends linux-image-amd64 2>/dev/null | grep -q 'Depends: linux-image-[0-9]'; then
+  apt-get update -q >&2
+  updated=yes
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$updated" = yes ] || apt-get update -q >&2
+  echo "setup-host: installing ${missing[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+[ -w /dev/net/tun ] || { echo "setup-host: /dev/net/tun is missing or not writable: taps cannot be made here" >&2; exit 1; }

@@ -1,0 +1,177 @@
+/**
+ * A real Linux guest for the tests that need the guest's view: built by fixtures/guest/build.sh
+ * (cached), started through mq-hotplug itself (`start --kernel --initrd --serial`), read from its
+ * serial log and driven through its serial socket. Its /init speaks in "MQH ..." lines.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { execa } from 'execa';
+import { ROOT, cli, sleep } from './env.js';
+
+export interface GuestNic {
+  ifname: string;
+  mac: string;
+  rxq: number;
+  txq: number;
+  combinedMax: number;
+  combinedCur: number;
+  irqIn: number;
+  irqOut: number;
+}
+
+let image: Promise<{ kernel: string; initrd: string }> | undefined;
+
+/** Builds (or finds in the cache) the guest kernel and initramfs, once per test run. */
+export function guestImage(): Promise<{ kernel: string; initrd: string }> {
+  image ??= execa('bash', [path.join(ROOT, 'fixtures/guest/build.sh')], { stderr: 'inherit' }).then(({ stdout }) => {
+    const dir = stdout.trim().split('\n').pop()!;
+    return { kernel: path.join(dir, 'vmlinux'), initrd: path.join(dir, 'initrd.img') };
+  });
+  return image;
+}
+
+export function parseNicLine(line: string): GuestNic | undefined {
+  const m = /^MQH NIC (.*)$/.exec(line.trim());
+  if (!m) return undefined;
+  const f = Object.fromEntries(m[1]!.split(' ').map((kv) => kv.split('=') as [string, string]));
+  return {
+    ifname: f.ifname!,
+    mac: f.mac!,
+    rxq: Number(f.rxq),
+    txq: Number(f.txq),
+    combinedMax: Number(f.combined_max),
+    combinedCur: Number(f.combined_cur),
+    irqIn: Number(f.irq_in),
+    irqOut: Number(f.irq_out),
+  };
+}
+
+export interface BootOptions {
+  name: string;
+  stateDir: string;
+  cpus: number;
+  machine: 'pc' | 'q35';
+  bridge?: string;
+  hotplugSlots?: number;
+  bootTimeoutMs?: number;
+}
+
+export class Guest {
+  /** The latest report per MAC; a GONE line deletes it. */
+  readonly nics = new Map<string, GuestNic>();
+  readonly gone: string[] = [];
+  private offset = 0;
+  private partial = '';
+  private lines: string[] = [];
+
+  private constructor(
+    readonly options: BootOptions,
+    readonly serialSocket: string,
+    readonly serialLog: string,
+  ) {}
+
+  get env(): Record<string, string> {
+    return { MQ_HOTPLUG_STATE_DIR: this.options.stateDir };
+  }
+
+  /** Starts the VM through the CLI and waits for the guest's READY line; one retry (a rare hang before /init is known). */
+  static async boot(options: BootOptions): Promise<Guest> {
+    const { kernel, initrd } = await guestImage();
+    for (let attempt = 1; ; attempt++) {
+      const serial = path.join(options.stateDir, `${options.name}.serial`);
+      const args = [
+        'start', options.name, '--cpus', String(options.cpus), '--memory', '256M', '--machine', options.machine, '--accel', 'tcg',
+        '--kernel', kernel, '--initrd', initrd, '--append', 'console=ttyS0 quiet loglevel=1 panic=-1', '--serial', serial,
+        '--hotplug-slots', String(options.hotplugSlots ?? 4), ...(options.bridge ? ['--bridge', options.bridge] : []),
+      ];
+      const started = await cli(args, { MQ_HOTPLUG_STATE_DIR: options.stateDir });
+      if (started.exitCode !== 0) throw new Error(`start failed: ${started.stderr}`);
+      const guest = new Guest(options, serial, path.join(options.stateDir, options.name, 'serial.log'));
+      try {
+        await guest.waitForLine((l) => l.startsWith('MQH READY'), options.bootTimeoutMs ?? 60_000);
+        return guest;
+      } catch (e) {
+        await guest.stop();
+        if (attempt >= 2) throw e;
+      }
+    }
+  }
+
+  /** Reads what the guest printed since last time and updates `nics`. */
+  poll(): string[] {
+    let text = '';
+    try {
+      const fd = fs.openSync(this.serialLog, 'r');
+      const size = fs.fstatSync(fd).size;
+      const buffer = Buffer.alloc(size - this.offset);
+      fs.readSync(fd, buffer, 0, buffer.length, this.offset);
+      fs.closeSync(fd);
+      this.offset = size;
+      text = buffer.toString('utf8');
+    } catch {
+      return [];
+    }
+    const lines = (this.partial + text).split('\n');
+    this.partial = lines.pop() ?? '';
+    const fresh = lines.map((l) => l.replace(/\r$/, ''));
+    for (const line of fresh) {
+      const nic = parseNicLine(line);
+      if (nic) this.nics.set(nic.mac, nic);
+      const gone = /^MQH GONE ifname=\S+ mac=(\S+)/.exec(line.trim());
+      if (gone) {
+        this.nics.delete(gone[1]!);
+        this.gone.push(gone[1]!);
+      }
+    }
+    this.lines.push(...fresh);
+    return fresh;
+  }
+
+  async waitForLine(match: (line: string) => boolean, timeoutMs = 20_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    let seen = 0;
+    for (;;) {
+      this.poll();
+      const hit = this.lines.slice(seen).find((l) => match(l.trim()));
+      seen = this.lines.length;
+      if (hit) return hit.trim();
+      if (Date.now() > deadline) throw new Error(`guest ${this.options.name}: no matching line within ${timeoutMs} ms; last lines:\n${this.lines.slice(-15).join('\n')}`);
+      await sleep(50);
+    }
+  }
+
+  /** Waits until the guest's view satisfies `check` (polled). */
+  async waitFor<T>(check: () => T | undefined | false, what: string, timeoutMs = 20_000): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      this.poll();
+      const value = check();
+      if (value) return value;
+      if (Date.now() > deadline) throw new Error(`guest ${this.options.name}: ${what} not seen within ${timeoutMs} ms; last lines:\n${this.lines.slice(-15).join('\n')}`);
+      await sleep(50);
+    }
+  }
+
+  /** Runs a shell line in the guest (through the serial socket); resolves with its exit code and output. */
+  async run(command: string, timeoutMs = 20_000): Promise<{ rc: number; output: string[] }> {
+    const socket = net.createConnection(this.serialSocket);
+    await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    this.poll();
+    const from = this.lines.length;
+    socket.write(command + '\n');
+    const end = await this.waitForLine((l) => l.startsWith('MQH CMD-END'), timeoutMs);
+    socket.destroy();
+    // what the command printed: the lines after the echoed command, up to CMD-END, without our reports
+    const printed = this.lines.slice(from).map((l) => l.trimEnd());
+    const start = printed.findIndex((l) => l.endsWith(command));
+    const output = printed
+      .slice(start + 1, printed.findIndex((l) => l.startsWith('MQH CMD-END')))
+      .filter((l) => !l.startsWith('MQH '));
+    return { rc: Number(/rc=(\d+)/.exec(end)?.[1] ?? -1), output };
+  }
+
+  async stop(): Promise<void> {
+    await cli(['stop', this.options.name, '--timeout', '5'], this.env);
+  }
+}
