@@ -100,13 +100,15 @@ export function buildProgram(): Command {
     .option('--exec <command>', 'hook command: argv split on spaces, no shell; the event as JSON on stdin and MQH_* env', collect, [])
     .option('--reconcile', 'react: finish unplugs the guest did, re-attach taps that lost their bridge')
     .option('--follow', 'when the VM stops, wait for a VM of that name to start again')
+    .option('--check-interval <seconds>', 'with --reconcile: how often taps are checked besides on events', '5')
     .action(async (vm, opts, cmd) => (await import('./watch.js')).watch(vm, opts, cmd.optsWithGlobals()));
 
   program
     .command('agent <vm>')
     .description('long-running reactions for a VM (watch --reconcile --follow without the printing)')
-    .action(async (vm, _opts, cmd) =>
-      (await import('./watch.js')).watch(vm, { reconcile: true, follow: true, quiet: true, on: [], exec: [] }, cmd.optsWithGlobals()),
+    .option('--check-interval <seconds>', 'how often taps are checked besides on events', '5')
+    .action(async (vm, opts, cmd) =>
+      (await import('./watch.js')).watch(vm, { ...opts, reconcile: true, follow: true, quiet: true, on: [], exec: [] }, cmd.optsWithGlobals()),
     );
 
   return program;

@@ -20,6 +20,7 @@ export interface WatchOptions {
   reconcile?: boolean;
   follow?: boolean;
   quiet?: boolean;
+  checkInterval?: string;
 }
 
 interface Hook {
@@ -34,6 +35,8 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
     if (!argv[0]) throw new UsageError(`empty --exec for --on ${event}`);
     return { event, argv };
   });
+  const periodMs = Math.max(100, Number.parseFloat(o.checkInterval ?? '5') * 1000);
+  if (!Number.isFinite(periodMs)) throw new UsageError(`invalid check interval '${o.checkInterval}': use seconds, e.g. 5 or 0.5`);
   const external = g.eventsQmp ?? g.qmp;
   if (!external) checkVmName(vm);
   const store = external ? undefined : new StateStore(g.stateDir);
@@ -58,8 +61,8 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
       if (!o.quiet) print(vm, e, o.json);
       for (const hook of hooks) if (hook.event === e.event || hook.event === '*') void runHook(hook, vm, e);
     });
-    const reacting = o.reconcile ? startReconcile(controller) : undefined;
-    if (!o.quiet && !o.json) process.stderr.write(`watching ${vm} (Ctrl-C to stop)\n`);
+    const reacting = o.reconcile ? startReconcile(controller, controller.events$, periodMs) : undefined;
+    process.stderr.write(`watching ${vm}${o.reconcile ? ' and reconciling' : ''} (Ctrl-C to stop)\n`);
     const reason = await controller.qmp.closed;
     printing.unsubscribe();
     reacting?.unsubscribe();

@@ -1,0 +1,154 @@
+/**
+ * Automation on the event stream, with a real guest: `watch` in its own process sees what `add` and
+ * `remove` in other processes did; hooks get the event; `agent` cleans up after a guest-side eject,
+ * finishes an unplug that was pending, and re-attaches a tap that lost its bridge.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { expect } from 'chai';
+import { type ResultPromise, execa } from 'execa';
+import type { AddResult } from '../../src/hotplug/add.js';
+import { Controller } from '../../src/hotplug/controller.js';
+import { StateStore } from '../../src/qemu/state.js';
+import { CLI, cli, linkExists, makeBridge, sleep, tempDir, trackLink, trackPid } from '../helpers/env.js';
+import { Guest, guestImage } from '../helpers/guest.js';
+
+interface Watched {
+  proc: ResultPromise;
+  out: () => string[];
+  err: () => string;
+}
+
+/** Starts `mq-hotplug ARGS` as a long-running process and waits until it says it is watching. */
+async function spawnWatcher(args: string[], env: Record<string, string>): Promise<Watched> {
+  const proc = execa('node', [CLI, ...args], { env, reject: false, stdin: 'ignore', buffer: false });
+  trackPid(proc.pid!);
+  let out = '';
+  let err = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const deadline = Date.now() + 15_000;
+  while (!err.includes('watching')) {
+    if (Date.now() > deadline) throw new Error(`watcher did not start: ${err}`);
+    await sleep(20);
+  }
+  return { proc, out: () => out.split('\n').filter(Boolean), err: () => err };
+}
+
+async function until<T>(check: () => T | undefined | false, what: string, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+describe('automation: watch, hooks and reactions (real guest)', function () {
+  this.timeout(180_000);
+  let guest: Guest | undefined;
+  let bridge: string;
+  before(async () => {
+    await guestImage();
+  });
+  beforeEach(async () => {
+    bridge = await makeBridge();
+  });
+  afterEach(async () => {
+    await guest?.stop();
+    guest = undefined;
+  });
+
+  async function add(args: string[]): Promise<AddResult> {
+    const r = await cli(['add', guest!.options.name, ...args, '--json'], guest!.env);
+    expect(r.exitCode, r.stderr).to.equal(0);
+    return JSON.parse(r.stdout) as AddResult;
+  }
+
+  it('watch --json sees DEVICE_ADDED from an add in another process and DEVICE_DELETED from a remove; hooks get the event; it exits when the VM stops', async () => {
+    guest = await Guest.boot({ name: 'gw', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
+    const hookDir = tempDir('hook');
+    const hook = path.join(hookDir, 'hook.sh');
+    fs.writeFileSync(hook, '#!/bin/sh\ncat > "$1/$MQH_EVENT.$MQH_DEVICE.json"\nenv | grep ^MQH_ | sort > "$1/$MQH_EVENT.$MQH_DEVICE.env"\n', { mode: 0o755 });
+    const watcher = await spawnWatcher(
+      ['watch', 'gw', '--json', '--on', 'DEVICE_ADDED', '--exec', `${hook} ${hookDir}`, '--on', 'DEVICE_DELETED', '--exec', '/bin/false'],
+      guest.env,
+    );
+    const nic = await add(['--queues', '4']);
+    trackLink(nic.tap);
+    await guest.waitFor(() => guest!.nics.get(nic.mac), 'the NIC');
+    expect((await cli(['remove', 'gw', nic.id], guest.env)).exitCode).to.equal(0);
+    const events = () => watcher.out().map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown>; source: string; vm: string });
+    await until(() => events().some((e) => e.event === 'NIC_REMOVED'), 'NIC_REMOVED in watch');
+    await guest.stop();
+    guest = undefined;
+    const result = await watcher.proc;
+    expect(result.exitCode).to.equal(0);
+    expect(watcher.err()).to.match(/gw: the VM shut down\n/);
+    const seen = events();
+    const added = seen.find((e) => e.event === 'DEVICE_ADDED')!;
+    expect(added).to.deep.include({ source: 'controller', vm: 'gw' });
+    expect(added.data).to.deep.include({ device: nic.id, tap: nic.tap, mac: nic.mac, queues: 4, bridge });
+    expect(seen.find((e) => e.event === 'NIC_BRIDGED')!.data).to.deep.include({ device: nic.id, bridge });
+    const deleted = seen.filter((e) => e.event === 'DEVICE_DELETED');
+    expect(deleted.map((e) => e.source)).to.deep.equal(['qemu', 'qemu']); // virtio-backend first, then the device
+    expect(deleted[1]!.data).to.deep.include({ device: nic.id });
+    expect(seen.map((e) => e.event)).to.include.members(['NIC_REMOVED', 'SHUTDOWN']);
+    // the hook got the event as JSON on stdin and in MQH_* variables
+    const stdin = JSON.parse(fs.readFileSync(path.join(hookDir, `DEVICE_ADDED.${nic.id}.json`), 'utf8')) as { event: string; data: { tap: string } };
+    expect(stdin).to.deep.include({ event: 'DEVICE_ADDED', vm: 'gw', source: 'controller' });
+    expect(stdin.data.tap).to.equal(nic.tap);
+    const env = fs.readFileSync(path.join(hookDir, `DEVICE_ADDED.${nic.id}.env`), 'utf8');
+    expect(env).to.include(`MQH_EVENT=DEVICE_ADDED\n`).and.include(`MQH_DEVICE=${nic.id}\n`).and.include(`MQH_TAP=${nic.tap}\n`).and.include('MQH_VM=gw\n');
+    // the failing hook was reported, and the watcher carried on to the end
+    expect(watcher.err()).to.match(/hook '\/bin\/false' for DEVICE_DELETED failed/);
+  });
+
+  it('agent: cleans up after a guest-side eject, finishes a pending unplug, re-attaches a tap that lost its bridge', async () => {
+    guest = await Guest.boot({ name: 'ga', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
+    const store = new StateStore(guest.options.stateDir);
+    const agent = await spawnWatcher(['agent', 'ga', '--check-interval', '0.2'], guest.env);
+    const log = () => fs.readFileSync(store.eventLogPath('ga'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown> });
+
+    // 1. the guest ejects a NIC itself
+    const ejected = await add(['--queues', '2']);
+    trackLink(ejected.tap);
+    await guest.waitFor(() => guest!.nics.get(ejected.mac), 'NIC to eject');
+    expect((await guest.run(`eject ${ejected.mac}`)).rc).to.equal(0);
+    await until(() => !store.read('ga')!.nics.some((n) => n.id === ejected.id), 'ejected NIC forgotten');
+    expect(linkExists(ejected.tap)).to.equal(false);
+    expect(log().find((e) => e.event === 'NIC_REMOVED' && e.data.device === ejected.id)!.data).to.deep.include({ reason: 'guest-initiated unplug', tapGone: true });
+
+    // 2. an unplug that could not finish (VM paused) completes when the guest gets to it
+    const pending = await add(['--queues', '2']);
+    trackLink(pending.tap);
+    await guest.waitFor(() => guest!.nics.get(pending.mac), 'NIC to unplug');
+    const vm = await Controller.open({ name: 'ga', store, monitor: 'events' }).catch(() => undefined);
+    expect(vm, 'the events monitor is held by the agent').to.equal(undefined);
+    const pause = await cli(['qmp', 'ga', 'stop'], guest.env);
+    expect(pause.exitCode, pause.stderr).to.equal(0);
+    const removal = await cli(['remove', 'ga', pending.id, '--timeout', '1'], guest.env);
+    expect(removal.exitCode).to.equal(3);
+    expect(store.read('ga')!.nics.find((n) => n.id === pending.id)!.state).to.equal('unplug-pending');
+    expect((await cli(['qmp', 'ga', 'cont'], guest.env)).exitCode).to.equal(0);
+    await until(() => !store.read('ga')!.nics.some((n) => n.id === pending.id), 'pending unplug finished');
+    expect(linkExists(pending.tap)).to.equal(false);
+    // ids are reused once a NIC is forgotten: the latest NIC_REMOVED is this one's
+    const removedLast = log().filter((e) => e.event === 'NIC_REMOVED' && e.data.device === pending.id).pop()!;
+    expect(removedLast.data).to.deep.include({ reason: 'pending unplug completed', tap: pending.tap });
+
+    // 3. a tap knocked off its bridge and down is put back
+    const kept = await add(['--queues', '2']);
+    trackLink(kept.tap);
+    await execa('ip', ['link', 'set', 'dev', kept.tap, 'nomaster', 'down']);
+    await until(() => fs.existsSync(`/sys/class/net/${kept.tap}/master`) && log().some((e) => e.event === 'NIC_REATTACHED'), 'tap re-attached');
+    expect(fs.readlinkSync(`/sys/class/net/${kept.tap}/master`)).to.match(new RegExp(`/${bridge}$`));
+    expect(log().find((e) => e.event === 'NIC_REATTACHED')!.data).to.deep.include({ device: kept.id, tap: kept.tap, bridge, was: null });
+    const [row] = JSON.parse((await cli(['nics', 'ga', '--json'], guest.env)).stdout) as { drift: string[]; linkUp: boolean }[];
+    expect(row).to.deep.include({ linkUp: true, drift: [] });
+
+    agent.proc.kill('SIGTERM');
+    expect((await agent.proc).exitCode).to.equal(0);
+  });
+});
