@@ -16,21 +16,33 @@ export interface GlobalOptions {
   eventsQmp?: string;
 }
 
-const storeOf = (g: GlobalOptions) => new StateStore(g.stateDir);
 const seconds = (value: string, what: string) => checkInt(value, what, 0, 86_400) * 1000;
 const MEMORY = /^\d+[KMGT]?$/i;
+
+let store: StateStore | undefined;
+/** One store per process, so the lock taken by a command is seen as held by the operation inside. */
+function storeOf(g: GlobalOptions): StateStore {
+  return (store ??= new StateStore(g.stateDir));
+}
 
 export async function openController(vm: string, g: GlobalOptions): Promise<Controller> {
   return Controller.open(g.qmp ? { qmp: g.qmp, name: vm } : { name: vm, store: storeOf(g) });
 }
 
+/** Lock first, then connect: the control monitor serves one client, and the lock queues them. */
 async function withController<T>(vm: string, g: GlobalOptions, fn: (c: Controller) => Promise<T>): Promise<T> {
-  const controller = await openController(vm, g);
-  try {
-    return await fn(controller);
-  } finally {
-    await controller.close();
-  }
+  const run = async () => {
+    const controller = await openController(vm, g);
+    try {
+      return await fn(controller);
+    } finally {
+      await controller.close();
+    }
+  };
+  if (g.qmp) return run();
+  checkVmName(vm);
+  const store = storeOf(g);
+  return store.withLock(vm, run);
 }
 
 export async function start(vm: string, o: Record<string, string | string[] | boolean | undefined>, g: GlobalOptions): Promise<void> {

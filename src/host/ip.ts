@@ -23,6 +23,20 @@ export function ipBinary(): string {
   return process.env.MQ_HOTPLUG_IP ?? 'ip';
 }
 
+/** Where `ip` would be run from, or undefined: preflight checks this before anything changes. */
+export function findIp(): string | undefined {
+  const bin = ipBinary();
+  const candidates = bin.includes('/') ? [bin] : (process.env.PATH ?? '').split(':').filter(Boolean).map((d) => `${d}/${bin}`);
+  return candidates.find((c) => {
+    try {
+      accessSync(c, constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
 export async function ip(args: string[]): Promise<string> {
   const argv = [ipBinary(), ...args];
   try {

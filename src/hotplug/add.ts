@@ -8,10 +8,10 @@
  * A failure after step 2 undoes what was done, in reverse order, and says so.
  */
 import { randomBytes } from 'node:crypto';
-import { attachArgv, isBridge, linkExists, vhostNetUsable } from '../host/ip.js';
+import { attachArgv, findIp, ipBinary, isBridge, linkExists, vhostNetUsable } from '../host/ip.js';
 import { UsageError, checkIfname, checkInt, checkMac, checkQemuId } from '../host/validate.js';
 import { nextEvent, forDevice } from '../qmp/events.js';
-import type { NicRecord } from '../qemu/state.js';
+import { type NicRecord, qemuAlive } from '../qemu/state.js';
 import type { Controller } from './controller.js';
 import { HotplugError } from './errors.js';
 import { type LiveVm, inspectVm } from './inspect.js';
@@ -64,6 +64,7 @@ export async function planAdd(vm: Controller, request: AddRequest, live?: LiveVm
   const vhostMode = request.vhost ?? 'auto';
   if (!['auto', 'on', 'off'].includes(vhostMode)) throw new UsageError(`invalid vhost '${vhostMode}': use auto, on or off`);
 
+  if (!findIp()) throw new UsageError(`'${ipBinary()}' not found in PATH: the tap could not be bridged (install iproute2)`);
   const record = vm.record();
   const bridge = request.bridge === undefined ? (record?.spec.bridge ?? null) : request.bridge || null;
   if (bridge !== null) {
@@ -144,24 +145,24 @@ export async function executeAdd(vm: Controller, plan: AddPlan, waitGuestMs?: nu
   const bridged = nextEvent(vm.events$, ['NIC_BRIDGED', 'NIC_BRIDGE_FAILED'], forDevice(id));
 
   // Pipelined: if netdev_add fails, device_add fails too (no such netdev) and nothing exists.
-  const netdevAdded = vm.qmp.execute(netdevCmd.execute, netdevCmd.arguments);
-  const deviceAdded = vm.qmp.execute(deviceCmd.execute, deviceCmd.arguments);
-  const confirmed = vm.qmp.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'netdev' });
-  const [n, d, c] = await Promise.allSettled([netdevAdded, deviceAdded, confirmed]);
-  if (n.status === 'rejected') {
-    throw new HotplugError('netdev_add', n.reason as Error);
-  }
-  if (d.status === 'rejected' || c.status === 'rejected' || c.value !== netdev) {
-    const cause = d.status === 'rejected' ? (d.reason as Error) : c.status === 'rejected' ? (c.reason as Error) : new Error(`device ${id} has netdev '${(c as PromiseFulfilledResult<string>).value}', expected '${netdev}'`);
-    const { undone, pending } = await rollbackNic(vm, { id, netdev, tap }, d.status === 'fulfilled');
-    throw new HotplugError('device_add', cause, undone, pending);
-  }
+  const [n, d] = await Promise.allSettled([
+    vm.qmp.execute(netdevCmd.execute, netdevCmd.arguments),
+    vm.qmp.execute(deviceCmd.execute, deviceCmd.arguments),
+  ]);
+  if (n.status === 'rejected') throw await failure(vm, 'netdev_add', n.reason as Error);
+  if (d.status === 'rejected') throw await undo(vm, 'device_add', d.reason as Error, plan, false);
 
   vm.publish('DEVICE_ADDED', { device: id, netdev, tap, mac, queues, vectors, vhost, bridge, bus });
   const outcome = await bridged;
   if (outcome.event === 'NIC_BRIDGE_FAILED') {
-    const { undone, pending } = await rollbackNic(vm, { id, netdev, tap }, true);
-    throw new HotplugError(bridge ? `attaching ${tap} to ${bridge}` : `setting ${tap} up`, new Error(String(outcome.data.error)), undone, pending);
+    throw await undo(vm, bridge ? `attaching ${tap} to ${bridge}` : `setting ${tap} up`, new Error(String(outcome.data.error)), plan, true);
+  }
+  // Last, QEMU confirms the device is there with our netdev: proof that the VM outlived the whole add.
+  try {
+    const backend = await vm.qmp.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'netdev' });
+    if (backend !== netdev) throw new Error(`device ${id} has netdev '${backend}', expected '${netdev}'`);
+  } catch (e) {
+    throw await undo(vm, `confirming ${id}`, e as Error, plan, true);
   }
 
   const nic: NicRecord = { id, netdev, tap, mac, queues, vectors, vhost, bus, state: 'active', addedAt: new Date().toISOString() };
@@ -174,6 +175,36 @@ export async function executeAdd(vm: Controller, plan: AddPlan, waitGuestMs?: nu
     result.activeQueues = (await showLink(tap))?.numQueues;
   }
   return result;
+}
+
+/**
+ * The error for a failed step. With the QMP connection lost nothing more can be undone: if QEMU's
+ * process is gone, its tap, netdev and device went with it; otherwise they are reported pending.
+ */
+async function failure(vm: Controller, step: string, cause: Error, plan?: AddPlan, undone: string[] = [], pending: string[] = []): Promise<HotplugError> {
+  if (!vm.qmp.isReady) {
+    if (await qemuExited(vm)) {
+      return new HotplugError(step, new Error(`QEMU of VM '${vm.name}' exited during the hot-plug (${cause.message}); its tap, netdev and device went with it`));
+    }
+    const left = plan ? [`netdev ${plan.netdev} and tap ${plan.tap}`, `device ${plan.id} if QEMU made it`] : [];
+    return new HotplugError(step, new Error(`the QMP connection was lost (${cause.message}); check with 'mq-hotplug nics ${vm.name}'`), undone, left);
+  }
+  return new HotplugError(step, cause, undone, pending);
+}
+
+/** Rolls back a half-made NIC and returns the error that says what was undone. */
+async function undo(vm: Controller, step: string, cause: Error, plan: AddPlan, deviceExists: boolean): Promise<HotplugError> {
+  if (!vm.qmp.isReady) return failure(vm, step, cause, plan);
+  const { undone, pending } = await rollbackNic(vm, plan, deviceExists);
+  return failure(vm, step, cause, plan, undone, pending);
+}
+
+/** True when the VM's QEMU process is gone (waiting briefly: a killed QEMU closes its sockets before it is reaped). */
+async function qemuExited(vm: Controller): Promise<boolean> {
+  const record = vm.record();
+  if (!record) return false; // a VM given by --qmp: its process is not ours to judge
+  for (let i = 0; i < 50 && qemuAlive(record); i++) await new Promise((r) => setTimeout(r, 20));
+  return !qemuAlive(record);
 }
 
 function firstFree(prefix: string, taken: (candidate: string) => boolean): string {

@@ -27,6 +27,13 @@ export interface OpenOptions {
   /** Which of the VM's two monitors: 'control' (one-shot commands) or 'events' (watchers). */
   monitor?: 'control' | 'events';
   greetingTimeoutMs?: number;
+  /** Per-command timeout (default 30 s, env MQ_HOTPLUG_QMP_TIMEOUT_MS). */
+  commandTimeoutMs?: number;
+}
+
+function envMs(name: string, fallback: number): number {
+  const value = Number(process.env[name]);
+  return Number.isFinite(value) && value > 0 ? value : fallback;
 }
 
 export class Controller {
@@ -54,7 +61,11 @@ export class Controller {
       if (!qemuAlive(record)) throw new StateError(`VM '${name}' is not running (its QEMU, pid ${record.pid}, is gone); 'mq-hotplug stop ${name}' cleans up`);
       target = options.monitor === 'events' ? record.eventsQmp : record.qmp;
     }
-    const qmp = await QmpClient.connect(target, { greetingTimeoutMs: options.greetingTimeoutMs });
+    const qmp = await QmpClient.connect(target, {
+      greetingTimeoutMs: options.greetingTimeoutMs,
+      // a hung QEMU must not hang the controller: every command gets an answer or an error
+      commandTimeoutMs: options.commandTimeoutMs ?? envMs('MQ_HOTPLUG_QMP_TIMEOUT_MS', 30_000),
+    });
     return new Controller(qmp, name, store);
   }
 

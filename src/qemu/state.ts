@@ -137,8 +137,15 @@ export class StateStore {
     fs.rmSync(this.vmDir(name), { recursive: true, force: true });
   }
 
-  /** Runs `fn` holding the VM's lock: operations on one VM are serialized, VMs proceed in parallel. */
+  private readonly held = new Set<string>();
+
+  /**
+   * Runs `fn` holding the VM's lock: operations on one VM are serialized, VMs proceed in parallel.
+   * Re-entrant within this store (a CLI command takes it before connecting; the operation inside
+   * does not take it twice). A lock whose holder died is stale and taken over.
+   */
   async withLock<T>(name: string, fn: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
+    if (this.held.has(name)) return fn();
     const lockPath = path.join(this.vmDir(name), 'lock');
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -149,7 +156,7 @@ export class StateStore {
         break;
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT') throw new StateError(`no VM named '${name}' in ${this.root}`);
+        if (code === 'ENOENT') throw new StateError(`no VM named '${name}' in ${this.root} (see 'mq-hotplug vms')`);
         if (code !== 'EEXIST') throw e;
         const holder = Number.parseInt(safeRead(lockPath), 10);
         if (!Number.isInteger(holder) || !pidAlive(holder)) {
@@ -160,9 +167,11 @@ export class StateStore {
         await new Promise((r) => setTimeout(r, 10));
       }
     }
+    this.held.add(name);
     try {
       return await fn();
     } finally {
+      this.held.delete(name);
       fs.rmSync(lockPath, { force: true });
     }
   }

@@ -58,7 +58,7 @@ export class QmpBusyError extends QmpError {
   ) {
     super(
       `QMP monitor ${target} is busy: connected but no greeting within ${waitedMs} ms ` +
-        `(QEMU serves one client per monitor; another client holds it)`,
+        `(QEMU serves one client per monitor: another client holds it, or QEMU is not responding)`,
     );
   }
 }
