@@ -1,0 +1,155 @@
+/**
+ * A seeded random soak against real QEMU VMs with real guests: adds with valid and invalid options,
+ * removes, nics, concurrent adds on two VMs, and injected faults (a failing `ip`). After every step
+ * the invariants must hold: the VM's QOM NICs, its netdevs, the host's taps and bridge ports and
+ * the records agree, and no VM died. A failure names the seed and the step, so it can be replayed.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Controller } from '../../src/hotplug/controller.js';
+import type { AddRequest } from '../../src/hotplug/add.js';
+import { HotplugError } from '../../src/hotplug/errors.js';
+import { liveNics } from '../../src/hotplug/inspect.js';
+import { showLinks } from '../../src/host/ip.js';
+import { UsageError } from '../../src/host/validate.js';
+import { StateStore, qemuAlive } from '../../src/qemu/state.js';
+import { PREFIX, makeBridge, tempDir } from './env.js';
+import { prng } from './fake-qmp.js';
+import { Guest } from './guest.js';
+
+export interface SoakReport {
+  seed: number;
+  operations: number;
+  counts: Record<string, number>;
+}
+
+export async function soak(operations: number, seed: number, log: (line: string) => void = () => {}): Promise<SoakReport> {
+  const random = prng(seed);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+  const counts: Record<string, number> = {};
+  const count = (what: string) => (counts[what] = (counts[what] ?? 0) + 1);
+  const stateDir = tempDir('soak');
+  const store = new StateStore(stateDir);
+  const bridges = [await makeBridge(), await makeBridge()];
+  const failingIp = path.join(tempDir('fault'), 'ip');
+  fs.writeFileSync(failingIp, '#!/bin/sh\necho "RTNETLINK answers: Operation not permitted (injected)" >&2\nexit 2\n', { mode: 0o755 });
+
+  const guests = await Promise.all([
+    Guest.boot({ name: `${PREFIX}a`, stateDir, cpus: 2, machine: 'pc', bridge: bridges[0] }),
+    Guest.boot({ name: `${PREFIX}b`, stateDir, cpus: 2, machine: 'q35', hotplugSlots: 8, bridge: bridges[1] }),
+  ]);
+  const vms = await Promise.all(guests.map((g) => Controller.open({ name: g.options.name, store })));
+
+  const validAdd = (): AddRequest => {
+    const request: AddRequest = { queues: pick([1, 2, 3, 4, 8, 16]) };
+    const r = random();
+    if (r < 0.2) request.bridge = null;
+    else if (r < 0.4) request.bridge = pick(bridges);
+    if (random() < 0.2) request.mac = `52:54:00:${[0, 0, 0].map(() => Math.floor(random() * 256).toString(16).padStart(2, '0')).join(':')}`;
+    return request;
+  };
+  const invalidAdds: (() => AddRequest)[] = [
+    () => ({ queues: pick([0, 257, 1000, -1]) }),
+    () => ({ queues: 'eight' }),
+    () => ({ queues: 2, mac: pick(['01:00:5e:00:00:01', 'ff:ff:ff:ff:ff:ff', '52:54:00:zz:00:01', '52-54-00-00-00-01']) }),
+    () => ({ queues: 2, bridge: `${PREFIX}nobr` }),
+    () => ({ queues: 2, ifname: pick(['way-too-long-name', 'bad name', '-x', 'a/b']) }),
+    () => ({ queues: 2, id: pick(['9lives', 'a,b', 'x y', '']) || '-' }),
+    () => ({ queues: 2, vhost: 'on' }),
+  ];
+
+  async function check(step: number, what: string): Promise<void> {
+    const links = await showLinks();
+    const recordedTaps = new Set<string>();
+    for (const vm of vms) {
+      const record = store.read(vm.name)!;
+      if (!qemuAlive(record)) throw new Error(`step ${step} (${what}): VM ${vm.name} died`);
+      const live = (await liveNics(vm.qmp)).map((n) => n.id).sort();
+      const recorded = record.nics.map((n) => n.id).sort();
+      if (live.join() !== recorded.join()) throw new Error(`step ${step} (${what}): ${vm.name} QOM NICs [${live}] but record [${recorded}]`);
+      const info = await vm.qmp.execute<string>('human-monitor-command', { 'command-line': 'info network' });
+      const netdevs = [...new Set([...info.matchAll(/^[\s\\]*([^\s:]+): index=\d+,type=tap/gm)].map((m) => m[1]!))].sort();
+      const recordedNetdevs = record.nics.map((n) => n.netdev).sort();
+      if (netdevs.join() !== recordedNetdevs.join()) throw new Error(`step ${step} (${what}): ${vm.name} netdevs [${netdevs}] but record [${recordedNetdevs}]`);
+      for (const nic of record.nics) {
+        recordedTaps.add(nic.tap);
+        const link = links.get(nic.tap);
+        if (!link) throw new Error(`step ${step} (${what}): tap ${nic.tap} of ${nic.id} missing`);
+        const total = (link.numQueues ?? 1) + (link.numDisabled ?? 0);
+        if (link.multiQueue !== nic.queues > 1 || (nic.queues > 1 && total !== nic.queues)) {
+          throw new Error(`step ${step} (${what}): tap ${nic.tap} has ${total} queues (multi_queue ${link.multiQueue}), record ${nic.queues}`);
+        }
+        if ((link.master ?? undefined) !== nic.bridge || !link.up) throw new Error(`step ${step} (${what}): tap ${nic.tap} master ${link.master} up ${link.up}, record bridge ${nic.bridge}`);
+      }
+    }
+    const strayTaps = [...links.values()].filter((l) => l.kind === 'tun' && l.ifname.startsWith(PREFIX) && !recordedTaps.has(l.ifname));
+    if (strayTaps.length) throw new Error(`step ${step} (${what}): stray taps ${strayTaps.map((l) => l.ifname)}`);
+    for (const br of bridges) {
+      const ports = fs.readdirSync(`/sys/class/net/${br}/brif`).sort();
+      const expected = vms.flatMap((vm) => store.read(vm.name)!.nics.filter((n) => n.bridge === br).map((n) => n.tap)).sort();
+      if (ports.join() !== expected.join()) throw new Error(`step ${step} (${what}): bridge ${br} ports [${ports}] but records [${expected}]`);
+    }
+  }
+
+  /** An add may be refused (bad input, or no free slot): then nothing may have changed. */
+  async function tryAdd(vm: Controller, request: AddRequest, expectValid: boolean): Promise<string> {
+    try {
+      await vm.addNic(request);
+      if (!expectValid) throw new Error(`invalid add accepted: ${JSON.stringify(request)}`);
+      return 'add ok';
+    } catch (e) {
+      if (e instanceof UsageError) {
+        if (expectValid && !/free (hot-plug )?slot|already used/.test(e.message)) throw e;
+        return expectValid ? 'add refused (full or clash)' : 'add invalid refused';
+      }
+      throw e;
+    }
+  }
+
+  try {
+    for (let step = 1; step <= operations; step++) {
+      const vm = pick(vms);
+      const nics = store.read(vm.name)!.nics;
+      const r = random();
+      let what: string;
+      if (r < 0.35) {
+        what = await tryAdd(vm, validAdd(), true);
+      } else if (r < 0.5) {
+        what = await tryAdd(vm, pick(invalidAdds)(), false);
+      } else if (r < 0.75 && nics.length) {
+        const nic = pick(nics);
+        await vm.removeNic(pick([nic.id, nic.tap, nic.mac]), 15_000);
+        what = 'remove ok';
+      } else if (r < 0.8) {
+        const err = await vm.removeNic(`${PREFIX}none`).catch((e: unknown) => e);
+        if (!(err instanceof UsageError)) throw new Error(`remove of an unknown NIC: ${String(err)}`);
+        what = 'remove unknown refused';
+      } else if (r < 0.88) {
+        await vm.listNics();
+        what = 'nics';
+      } else if (r < 0.95) {
+        const outcomes = await Promise.all(vms.map((v) => tryAdd(v, validAdd(), true)));
+        what = `concurrent adds: ${outcomes.join(', ')}`;
+      } else {
+        process.env.MQ_HOTPLUG_IP = failingIp; // fault: every ip exec fails
+        try {
+          const err = await vm.addNic({ queues: 2, bridge: pick(bridges) }).catch((e: unknown) => e);
+          if (!(err instanceof HotplugError) && !(err instanceof UsageError)) throw new Error(`add with a failing ip: ${String(err)}`);
+          if (err instanceof HotplugError && err.pending.length) throw new Error(`rollback left something pending: ${err.message}`);
+        } finally {
+          delete process.env.MQ_HOTPLUG_IP;
+        }
+        what = 'fault: ip fails, add rolled back';
+      }
+      count(what.startsWith('concurrent') ? 'concurrent adds' : what);
+      await check(step, what);
+      log(`step ${step}: ${vms.indexOf(vm)} ${what}`);
+    }
+  } catch (e) {
+    throw new Error(`soak failed with seed ${seed} (replay: MQH_SEED=${seed}): ${(e as Error).message}`);
+  } finally {
+    for (const vm of vms) await vm.close();
+    for (const g of guests) await g.stop();
+  }
+  return { seed, operations, counts };
+}
