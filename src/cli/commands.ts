@@ -185,7 +185,7 @@ export async function add(vm: string, o: Record<string, string | boolean | undef
     return;
   }
   const r = result as AddResult;
-  if (o.json) return printJson(rest);
+  if (o.json) return printJson({ ...rest, timings: Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, Math.round(v * 100) / 100])) });
   process.stdout.write(
     `added ${r.id} to ${vm}: ${r.queues} queues, tap ${r.tap} ${r.bridge ? `on ${r.bridge}` : '(no bridge)'} up, ` +
       `mac ${r.mac}, vectors ${r.vectors}, vhost ${r.vhost ? 'on' : 'off'}, bus ${r.bus}\n`,

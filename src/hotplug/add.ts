@@ -14,7 +14,7 @@ import { nextEvent, forDevice } from '../qmp/events.js';
 import { type NicRecord, qemuAlive } from '../qemu/state.js';
 import type { Controller } from './controller.js';
 import { HotplugError } from './errors.js';
-import { type LiveVm, inspectVm } from './inspect.js';
+import { type LiveVm, inspectVm, nicMacs } from './inspect.js';
 import { showLink } from '../host/ip.js';
 import { rollbackNic } from './remove.js';
 
@@ -48,8 +48,18 @@ export interface AddPlan {
   ipArgv: string[];
 }
 
+export interface AddTimings {
+  /** ms spent in each step: preflight, netdev_add + device_add (pipelined), bridging, the final confirmation */
+  preflight: number;
+  plug: number;
+  bridging: number;
+  confirm: number;
+  total: number;
+}
+
 export interface AddResult extends Omit<AddPlan, 'commands' | 'ipArgv' | 'notes'> {
   notes: string[];
+  timings: AddTimings;
   guestReady?: boolean;
   activeQueues?: number;
 }
@@ -84,16 +94,19 @@ export async function planAdd(vm: Controller, request: AddRequest, live?: LiveVm
     notes.push('vhost off: /dev/vhost-net is not available on this host');
   }
 
-  live ??= await inspectVm(vm.qmp);
+  live ??= await inspectVm(vm.qmp, { askCpus: !record });
   if (!live.running) throw new UsageError(`VM '${vm.name}' is ${live.status}, not running; hot-plug needs a running VM`);
-  if (queues > live.cpus) notes.push(`${queues} queues for ${live.cpus} vCPUs: the guest enables ${live.cpus} pairs until 'ethtool -L <if> combined ${queues}'`);
+  const cpus = record?.spec.cpus ?? live.cpus ?? 1;
+  if (queues > cpus) notes.push(`${queues} queues for ${cpus} vCPUs: the guest enables ${cpus} pairs until 'ethtool -L <if> combined ${queues}'`);
 
   const recordedIds = new Set(record?.nics.map((n) => n.id));
   const id = request.id ?? firstFree('nic', (c) => live.deviceIds.has(c) || recordedIds.has(c));
   if (live.deviceIds.has(id) || recordedIds.has(id)) throw new UsageError(`NIC id '${id}' is already used in VM '${vm.name}'; pick another --id`);
   const netdev = `nd-${id}`;
 
-  const macs = new Set([...live.nicMacs.values(), ...(record?.nics.map((n) => n.mac) ?? [])]);
+  // MACs: ours from the record (a device's MAC cannot change), others asked of QEMU
+  const unrecorded = live.nicIds.filter((nicId) => !recordedIds.has(nicId));
+  const macs = new Set([...(record?.nics.map((n) => n.mac) ?? []), ...(await nicMacs(vm.qmp, unrecorded))]);
   let mac: string;
   if (requestedMac !== undefined) {
     if (macs.has(requestedMac)) throw new UsageError(`MAC '${requestedMac}' is already used in VM '${vm.name}'; pick another --mac`);
@@ -128,9 +141,13 @@ export async function planAdd(vm: Controller, request: AddRequest, live?: LiveVm
 
 export async function addNic(vm: Controller, request: AddRequest): Promise<AddResult | AddPlan> {
   return vm.locked(async () => {
+    const started = performance.now();
     const plan = await planAdd(vm, request);
     if (request.dryRun) return plan;
-    return executeAdd(vm, plan, request.waitGuestMs);
+    const result = await executeAdd(vm, plan, request.waitGuestMs);
+    result.timings.preflight = performance.now() - started - result.timings.total;
+    result.timings.total += result.timings.preflight;
+    return result;
   });
 }
 
@@ -144,6 +161,7 @@ export async function executeAdd(vm: Controller, plan: AddPlan, waitGuestMs?: nu
       : undefined;
   const bridged = nextEvent(vm.events$, ['NIC_BRIDGED', 'NIC_BRIDGE_FAILED'], forDevice(id));
 
+  const t0 = performance.now();
   // Pipelined: if netdev_add fails, device_add fails too (no such netdev) and nothing exists.
   const [n, d] = await Promise.allSettled([
     vm.qmp.execute(netdevCmd.execute, netdevCmd.arguments),
@@ -152,24 +170,30 @@ export async function executeAdd(vm: Controller, plan: AddPlan, waitGuestMs?: nu
   if (n.status === 'rejected') throw await failure(vm, 'netdev_add', n.reason as Error);
   if (d.status === 'rejected') throw await undo(vm, 'device_add', d.reason as Error, plan, false);
 
+  const t1 = performance.now();
   vm.publish('DEVICE_ADDED', { device: id, netdev, tap, mac, queues, vectors, vhost, bridge, bus });
   const outcome = await bridged;
+  const t2 = performance.now();
   if (outcome.event === 'NIC_BRIDGE_FAILED') {
     throw await undo(vm, bridge ? `attaching ${tap} to ${bridge}` : `setting ${tap} up`, new Error(String(outcome.data.error)), plan, true);
   }
-  // Last, QEMU confirms the device is there with our netdev: proof that the VM outlived the whole add.
-  try {
-    const backend = await vm.qmp.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'netdev' });
-    if (backend !== netdev) throw new Error(`device ${id} has netdev '${backend}', expected '${netdev}'`);
-  } catch (e) {
-    throw await undo(vm, `confirming ${id}`, e as Error, plan, true);
-  }
-
+  // Last, QEMU confirms the device is there with our netdev: proof that the VM outlived the whole
+  // add. The record is written while QEMU answers, and taken back if the answer is wrong.
   const nic: NicRecord = { id, netdev, tap, mac, queues, vectors, vhost, bus, state: 'active', addedAt: new Date().toISOString() };
   if (bridge) nic.bridge = bridge;
+  const confirming = vm.qmp.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'netdev' });
   vm.updateRecord((r) => r.nics.push(nic));
+  try {
+    const backend = await confirming;
+    if (backend !== netdev) throw new Error(`device ${id} has netdev '${backend}', expected '${netdev}'`);
+  } catch (e) {
+    vm.updateRecord((r) => (r.nics = r.nics.filter((n) => n.id !== id)));
+    throw await undo(vm, `confirming ${id}`, e as Error, plan, true);
+  }
+  const t3 = performance.now();
 
-  const result: AddResult = { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes };
+  const timings = { preflight: 0, plug: t1 - t0, bridging: t2 - t1, confirm: t3 - t2, total: t3 - t0 };
+  const result: AddResult = { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes, timings };
   if (guestTook) {
     result.guestReady = await guestTook.then(() => true, () => false);
     result.activeQueues = (await showLink(tap))?.numQueues;

@@ -36,10 +36,11 @@ describe('faults, bad input and security', function () {
     const record = await boot();
     const vm = await Controller.open({ name: 'vm1', store });
     const execute = vm.qmp.execute.bind(vm.qmp);
+    let netdevAdded: Promise<unknown> | undefined;
     sinon.stub(vm.qmp, 'execute').callsFake(async (command: string, args?: object, options?: object) => {
+      if (command === 'netdev_add') return (netdevAdded = execute(command, args, options));
       if (command === 'device_add') {
-        const tap = (args as { netdev: string }).netdev.replace(/^nd-/, 'vm1-');
-        while (!linkExists(tap)) await sleep(1); // netdev_add has made the tap
+        await netdevAdded; // answered: the netdev and its tap exist
         process.kill(record.pid, 'SIGKILL');
         await vm.qmp.closed;
       }

@@ -93,45 +93,49 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
     const notBridge = uniqueName('d');
     trackLink(notBridge);
     await execa('ip', ['tuntap', 'add', 'dev', notBridge, 'mode', 'tap']);
-    const before = ourLinks().sort();
-    const cases: [string, string[], RegExp][] = [
-      ['vm1', ['--queues', '0'], /invalid queue count '0': use an integer from 1 to 256/],
-      ['vm1', ['--queues', '257'], /invalid queue count '257': use an integer from 1 to 256/],
-      ['vm1', ['--queues', '8x'], /invalid queue count '8x'/],
-      ['vm1', ['--queues', '2', '--mac', 'zz:54:00:00:00:01'], /invalid MAC 'zz:54:00:00:00:01'/],
-      ['vm1', ['--queues', '2', '--mac', '03:00:00:00:00:01'], /it is multicast/],
-      ['vm1', ['--queues', '2', '--mac', '52:54:00:AA:BB:CC'], /MAC '52:54:00:aa:bb:cc' is already used in VM 'vm1'/],
-      ['vm1', ['--queues', '2', '--id', 'keep'], /NIC id 'keep' is already used/],
-      ['vm1', ['--queues', '2', '--id', '1bad'], /invalid NIC id '1bad'/],
-      ['vm1', ['--queues', '2', '--id', 'a,b=c'], /invalid NIC id 'a,b=c'/],
-      ['vm1', ['--queues', '2', '--ifname', 'sixteen-chars-xx'], /invalid tap name 'sixteen-chars-xx': use 1-15 characters/],
-      ['vm1', ['--queues', '2', '--ifname', 'a b'], /invalid tap name 'a b'/],
-      ['vm1', ['--queues', '2', '--ifname', bridge], new RegExp(`tap name '${bridge}' is already taken`)],
-      ['vm1', ['--queues', '2', '--bridge', 'nosuchbr0'], /bridge 'nosuchbr0' does not exist/],
-      ['vm1', ['--queues', '2', '--bridge', notBridge], new RegExp(`'${notBridge}' is not a bridge`)],
-      ['vm1', ['--queues', '2', '--vhost', 'maybe'], /argument 'maybe' is invalid. Allowed choices are auto, on, off/],
-      ['vm1', ['--queues', '2'], /no free hot-plug slot: every pcie-root-port is taken \(start it with more --hotplug-slots\)/],
-      ['novm', ['--queues', '2'], /no VM named 'novm'/],
-    ];
-    for (const [vmName, args, message] of cases) {
-      const r = await cli(['add', vmName, ...args], env);
-      expect(r.exitCode, args.join(' ')).to.equal(2);
-      const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('note:') && !l.startsWith('(run with'));
-      expect(lines, args.join(' ')).to.have.length(1);
-      expect(lines[0], args.join(' ')).to.match(message);
+    try {
+      const before = ourLinks().sort();
+      const cases: [string, string[], RegExp][] = [
+        ['vm1', ['--queues', '0'], /invalid queue count '0': use an integer from 1 to 256/],
+        ['vm1', ['--queues', '257'], /invalid queue count '257': use an integer from 1 to 256/],
+        ['vm1', ['--queues', '8x'], /invalid queue count '8x'/],
+        ['vm1', ['--queues', '2', '--mac', 'zz:54:00:00:00:01'], /invalid MAC 'zz:54:00:00:00:01'/],
+        ['vm1', ['--queues', '2', '--mac', '03:00:00:00:00:01'], /it is multicast/],
+        ['vm1', ['--queues', '2', '--mac', '52:54:00:AA:BB:CC'], /MAC '52:54:00:aa:bb:cc' is already used in VM 'vm1'/],
+        ['vm1', ['--queues', '2', '--id', 'keep'], /NIC id 'keep' is already used/],
+        ['vm1', ['--queues', '2', '--id', '1bad'], /invalid NIC id '1bad'/],
+        ['vm1', ['--queues', '2', '--id', 'a,b=c'], /invalid NIC id 'a,b=c'/],
+        ['vm1', ['--queues', '2', '--ifname', 'sixteen-chars-xx'], /invalid tap name 'sixteen-chars-xx': use 1-15 characters/],
+        ['vm1', ['--queues', '2', '--ifname', 'a b'], /invalid tap name 'a b'/],
+        ['vm1', ['--queues', '2', '--ifname', bridge], new RegExp(`tap name '${bridge}' is already taken`)],
+        ['vm1', ['--queues', '2', '--bridge', 'nosuchbr0'], /bridge 'nosuchbr0' does not exist/],
+        ['vm1', ['--queues', '2', '--bridge', notBridge], new RegExp(`'${notBridge}' is not a bridge`)],
+        ['vm1', ['--queues', '2', '--vhost', 'maybe'], /argument 'maybe' is invalid. Allowed choices are auto, on, off/],
+        ['vm1', ['--queues', '2'], /no free hot-plug slot: every pcie-root-port is taken \(start it with more --hotplug-slots\)/],
+        ['novm', ['--queues', '2'], /no VM named 'novm'/],
+      ];
+      for (const [vmName, args, message] of cases) {
+        const r = await cli(['add', vmName, ...args], env);
+        expect(r.exitCode, args.join(' ')).to.equal(2);
+        const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('note:') && !l.startsWith('(run with'));
+        expect(lines, args.join(' ')).to.have.length(1);
+        expect(lines[0], args.join(' ')).to.match(message);
+      }
+      // a paused VM is refused too
+      const vm2 = await Controller.open({ name: 'vm2', store });
+      await vm2.qmp.execute('stop');
+      await vm2.close();
+      const paused = await cli(['add', 'vm2', '--queues', '2'], env);
+      expect(paused.stderr).to.match(/VM 'vm2' is paused, not running/);
+      const vm = await Controller.open({ name: 'vm1', store });
+      expect(await peripheralNics(vm)).to.deep.equal(['keep']);
+      expect(await netdevIds(vm)).to.deep.equal(['nd-keep']);
+      await vm.close();
+      expect(ourLinks().sort()).to.deep.equal(before);
+      expect(store.read('vm1')!.nics.map((n) => n.id)).to.deep.equal(['keep']);
+    } finally {
+      await execa('ip', ['link', 'del', 'dev', notBridge]);
     }
-    // a paused VM is refused too
-    const vm2 = await Controller.open({ name: 'vm2', store });
-    await vm2.qmp.execute('stop');
-    await vm2.close();
-    const paused = await cli(['add', 'vm2', '--queues', '2'], env);
-    expect(paused.stderr).to.match(/VM 'vm2' is paused, not running/);
-    const vm = await Controller.open({ name: 'vm1', store });
-    expect(await peripheralNics(vm)).to.deep.equal(['keep']);
-    expect(await netdevIds(vm)).to.deep.equal(['nd-keep']);
-    await vm.close();
-    expect(ourLinks().sort()).to.deep.equal(before);
-    expect(store.read('vm1')!.nics.map((n) => n.id)).to.deep.equal(['keep']);
   });
 
   it('rolls back netdev_add when device_add fails (the slot was taken after preflight): no netdev, no tap', async () => {

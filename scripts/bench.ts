@@ -1,0 +1,181 @@
+/**
+ * `npm run bench`: hot-plug speed, as ratios against a baseline measured in the same run,
+ * interleaved sample by sample (this machine is shared and noisy: absolute times wander, ratios
+ * hold). Prints a table of medians and p95s; writes every raw sample to bench-results.json.
+ */
+import fs from 'node:fs';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { Controller } from '../src/hotplug/controller.js';
+import type { AddResult } from '../src/hotplug/add.js';
+import { startVm, stopVm } from '../src/qemu/launcher.js';
+import { StateStore, type VmRecord } from '../src/qemu/state.js';
+import { CLI, QEMU, cleanupAll, makeBridge, tempDir } from '../test/helpers/env.js';
+import { Guest, guestImage } from '../test/helpers/guest.js';
+import { RawQmp } from './bench/raw-qmp.js';
+
+const run = promisify(execFile);
+const samples: Record<string, number[]> = {};
+const record = (name: string, ms: number) => (samples[name] ??= []).push(ms);
+const quick = process.env.BENCH_QUICK === '1';
+const ROUNDS = { k1: quick ? 5 : 20, k8: quick ? 2 : 5, k28: quick ? 2 : 20, cli: quick ? 5 : 20, parallel: quick ? 2 : 5, remove: quick ? 5 : 12 };
+
+const store = new StateStore(tempDir('bench'));
+let vmCount = 0;
+async function freshVm(bridge: string): Promise<VmRecord> {
+  return startVm(store, { name: `b${vmCount++}`, cpus: 2, memory: '128M', machine: 'pc', accel: 'tcg', disks: [], hotplugSlots: 0, qemu: QEMU, qemuArgs: [], bridge });
+}
+const time = async <T>(fn: () => Promise<T>): Promise<[number, T]> => {
+  const t = performance.now();
+  const v = await fn();
+  return [performance.now() - t, v];
+};
+
+/** K NICs into one fresh VM per side, baseline and library interleaved NIC by NIC, `rounds` times. */
+async function perNic(k: number, rounds: number, bridge: string): Promise<void> {
+  for (let round = 0; round < rounds; round++) {
+    const [baseVm, libVm] = [await freshVm(bridge), await freshVm(bridge)];
+    const raw = await RawQmp.connect(baseVm.qmp);
+    const lib = await Controller.open({ name: libVm.name, store });
+    let baseTotal = 0;
+    let libTotal = 0;
+    for (let i = 0; i < k; i++) {
+      const baseFirst = (round + i) % 2 === 0; // alternate who goes first
+      const doBase = async () => {
+        const [ms] = await time(() => raw.addNic(i, `${baseVm.name}r${i}`.slice(0, 15), bridge));
+        record(`baseline K=${k}`, ms);
+        baseTotal += ms;
+      };
+      const doLib = async () => {
+        const [ms, r] = await time(() => lib.addNic({ queues: 8 }));
+        record(`library K=${k}`, ms);
+        libTotal += ms;
+        const t = (r as AddResult).timings;
+        for (const step of ['preflight', 'plug', 'bridging', 'confirm'] as const) record(`library step: ${step}`, t[step]);
+      };
+      if (baseFirst) await doBase().then(doLib);
+      else await doLib().then(doBase);
+    }
+    if (k === 28) {
+      record('baseline total 28 NICs', baseTotal);
+      record('library total 28 NICs', libTotal);
+    }
+    raw.close();
+    await lib.close();
+    await stopVm(store, baseVm.name);
+    await stopVm(store, libVm.name);
+  }
+}
+
+/** A new `mq-hotplug add` process per NIC, against `node -e 0`, and the CLI's cold start. */
+async function cliFigures(bridge: string): Promise<void> {
+  const vm = await freshVm(bridge);
+  const env = { ...process.env, MQ_HOTPLUG_STATE_DIR: store.root };
+  for (let i = 0; i < ROUNDS.cli; i++) {
+    record('node -e 0', (await time(() => run(process.execPath, ['-e', '0'])))[0]);
+    record('cli --version', (await time(() => run(process.execPath, [CLI, '--version'])))[0]);
+    record('cli add (new process per NIC)', (await time(() => run(process.execPath, [CLI, 'add', vm.name, '--queues', '8'], { env })))[0]);
+  }
+  await stopVm(store, vm.name);
+}
+
+/** 4 VMs, 8 NICs each, all VMs at once: wall time, baseline vs library. */
+async function parallel(bridge: string): Promise<void> {
+  for (let round = 0; round < ROUNDS.parallel; round++) {
+    for (const side of round % 2 ? ['library', 'baseline'] : ['baseline', 'library']) {
+      const vms = await Promise.all([0, 1, 2, 3].map(() => freshVm(bridge)));
+      const [ms] = await time(() =>
+        Promise.all(
+          vms.map(async (vm) => {
+            if (side === 'baseline') {
+              const raw = await RawQmp.connect(vm.qmp);
+              for (let i = 0; i < 8; i++) await raw.addNic(i, `${vm.name}r${i}`, bridge);
+              raw.close();
+            } else {
+              const lib = await Controller.open({ name: vm.name, store });
+              for (let i = 0; i < 8; i++) await lib.addNic({ queues: 8 });
+              await lib.close();
+            }
+          }),
+        ),
+      );
+      record(`${side} 4 VMs x 8 NICs in parallel`, ms);
+      await Promise.all(vms.map((vm) => stopVm(store, vm.name)));
+    }
+  }
+}
+
+/** remove with a guest: device_del to DEVICE_DELETED, and the whole remove. */
+async function removeWithGuest(bridge: string): Promise<void> {
+  await guestImage();
+  const guest = await Guest.boot({ name: 'bguest', stateDir: store.root, cpus: 2, machine: 'pc', bridge });
+  const vm = await Controller.open({ name: 'bguest', store });
+  try {
+    for (let i = 0; i < ROUNDS.remove; i++) {
+      const nic = (await vm.addNic({ queues: 8 })) as AddResult;
+      await guest.waitFor(() => guest.nics.get(nic.mac), 'the NIC');
+      const [ms, r] = await time(() => vm.removeNic(nic.id));
+      record('remove with guest: whole remove', ms);
+      record('remove with guest: device_del to DEVICE_DELETED', r.unplugMs);
+      await guest.waitFor(() => !guest.nics.has(nic.mac), 'the NIC gone');
+    }
+  } finally {
+    await vm.close();
+    await guest.stop();
+  }
+}
+
+function stats(values: number[]): { n: number; median: number; p95: number } {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  return { n: sorted.length, median: at(0.5), p95: at(0.95) };
+}
+
+function report(): void {
+  const rows: [string, string, string][] = [
+    ['library K=1', 'baseline K=1', 'per NIC, K=1'],
+    ['library K=8', 'baseline K=8', 'per NIC, K=8'],
+    ['library K=28', 'baseline K=28', 'per NIC, K=28'],
+    ['library total 28 NICs', 'baseline total 28 NICs', '28 NICs into one VM, total'],
+    ['library 4 VMs x 8 NICs in parallel', 'baseline 4 VMs x 8 NICs in parallel', '4 VMs x 8 NICs in parallel, wall'],
+    ['library step: preflight', 'baseline K=8', 'step: preflight'],
+    ['library step: plug', 'baseline K=8', 'step: netdev_add+device_add'],
+    ['library step: bridging', 'baseline K=8', 'step: bridging (ip)'],
+    ['library step: confirm', 'baseline K=8', 'step: confirm (qom-get)'],
+    ['cli add (new process per NIC)', 'baseline K=8', 'CLI add, new process per NIC'],
+    ['cli --version', 'node -e 0', 'CLI cold start (--version)'],
+    ['remove with guest: device_del to DEVICE_DELETED', 'remove with guest: whole remove', 'remove w/ guest: DEVICE_DELETED'],
+  ];
+  const line = (cells: string[]) => console.log(cells.map((c, i) => (i === 0 ? c.padEnd(36) : c.padStart(11))).join(' '));
+  line(['figure', 'n', 'median ms', 'p95 ms', 'ref median', 'ratio']);
+  for (const [name, ref, label] of rows) {
+    if (!samples[name] || !samples[ref]) continue;
+    const s = stats(samples[name]!);
+    const r = stats(samples[ref]!);
+    line([label, String(s.n), s.median.toFixed(2), s.p95.toFixed(2), r.median.toFixed(2), `${(s.median / r.median).toFixed(2)}x`]);
+  }
+  const own = stats(samples['cli --version']!).median - stats(samples['node -e 0']!).median;
+  console.log(`\nCLI start-up beyond 'node -e 0': ${own.toFixed(1)} ms (median difference)`);
+  console.log('ratios: median of the figure / median of its reference in this run (baseline = raw QMP client, sequential, + one ip exec).');
+  console.log("step rows use the baseline's per-NIC K=8 median as reference (a share of one whole baseline add).");
+}
+
+try {
+  const bridge = await makeBridge();
+  console.log(`bench: QEMU ${QEMU}, pc, no guest (except remove); ${quick ? 'quick' : 'full'} run`);
+  await perNic(1, ROUNDS.k1, bridge);
+  await perNic(8, ROUNDS.k8, bridge);
+  await perNic(28, ROUNDS.k28, bridge);
+  await cliFigures(bridge);
+  await parallel(bridge);
+  await removeWithGuest(bridge);
+  report();
+  fs.writeFileSync('bench-results.json', JSON.stringify({ date: new Date().toISOString(), samples }, null, 1));
+  console.log('raw samples: bench-results.json');
+} catch (e) {
+  console.error(`bench failed: ${(e as Error).stack}`);
+  process.exitCode = 1;
+} finally {
+  for (const name of store.list()) await stopVm(store, name).catch(() => {});
+  cleanupAll();
+}
