@@ -10,9 +10,10 @@ import { Controller } from '../src/hotplug/controller.js';
 import type { AddResult } from '../src/hotplug/add.js';
 import { startVm, stopVm } from '../src/qemu/launcher.js';
 import { StateStore, type VmRecord } from '../src/qemu/state.js';
-import { CLI, QEMU, cleanupAll, makeBridge, tempDir } from '../test/helpers/env.js';
+import { CLI, PREFIX, QEMU, cleanupAll, makeBridge, tempDir } from '../test/helpers/env.js';
 import { Guest, guestImage } from '../test/helpers/guest.js';
 import { RawQmp } from './bench/raw-qmp.js';
+import { type Libvirt, setupLibvirt } from './bench/libvirt.js';
 
 const run = promisify(execFile);
 const samples: Record<string, number[]> = {};
@@ -67,14 +68,18 @@ async function perNic(k: number, rounds: number, bridge: string): Promise<void> 
   }
 }
 
-/** A new `mq-hotplug add` process per NIC, against `node -e 0`, and the CLI's cold start. */
-async function cliFigures(bridge: string): Promise<void> {
+/**
+ * A new `mq-hotplug add` process per NIC, against `node -e 0` and libvirt's `virsh attach-device`
+ * (also a new process per NIC), interleaved; and the CLI's cold start.
+ */
+async function cliFigures(bridge: string, libvirt: Libvirt | undefined): Promise<void> {
   const vm = await freshVm(bridge);
   const env = { ...process.env, MQ_HOTPLUG_STATE_DIR: store.root };
   for (let i = 0; i < ROUNDS.cli; i++) {
     record('node -e 0', (await time(() => run(process.execPath, ['-e', '0'])))[0]);
     record('cli --version', (await time(() => run(process.execPath, [CLI, '--version'])))[0]);
     record('cli add (new process per NIC)', (await time(() => run(process.execPath, [CLI, 'add', vm.name, '--queues', '8'], { env })))[0]);
+    if (libvirt) record('virsh attach-device (new process per NIC)', (await time(() => libvirt.attach()))[0]);
   }
   await stopVm(store, vm.name);
 }
@@ -143,6 +148,8 @@ function report(): void {
     ['library step: bridging', 'baseline K=8', 'step: bridging (ip)'],
     ['library step: confirm', 'baseline K=8', 'step: confirm (qom-get)'],
     ['cli add (new process per NIC)', 'baseline K=8', 'CLI add, new process per NIC'],
+    ['virsh attach-device (new process per NIC)', 'baseline K=8', 'virsh attach-device, per process'],
+    ['cli add (new process per NIC)', 'virsh attach-device (new process per NIC)', 'CLI add vs virsh, per process'],
     ['cli --version', 'node -e 0', 'CLI cold start (--version)'],
     ['remove with guest: device_del to DEVICE_DELETED', 'remove with guest: whole remove', 'remove w/ guest: DEVICE_DELETED'],
   ];
@@ -166,7 +173,17 @@ try {
   await perNic(1, ROUNDS.k1, bridge);
   await perNic(8, ROUNDS.k8, bridge);
   await perNic(28, ROUNDS.k28, bridge);
-  await cliFigures(bridge);
+  let libvirt: Libvirt | undefined;
+  if (process.env.BENCH_LIBVIRT !== '0') {
+    const setup = await setupLibvirt(tempDir('libvirt'), bridge, `${PREFIX}lv`);
+    if (typeof setup === 'string') console.log(setup);
+    else libvirt = setup;
+  }
+  try {
+    await cliFigures(bridge, libvirt);
+  } finally {
+    await libvirt?.teardown();
+  }
   await parallel(bridge);
   await removeWithGuest(bridge);
   report();

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { attachArgv, findIp, ipBinary, isBridge, linkExists, vhostNetUsable } from '../host/ip.js';
 import { UsageError, checkIfname, checkInt, checkMac, checkQemuId } from '../host/validate.js';
 import { nextEvent, forDevice } from '../qmp/events.js';
-import { type NicRecord, qemuAlive } from '../qemu/state.js';
+import { type NicRecord, type NicSpec, qemuAlive } from '../qemu/state.js';
 import type { Controller } from './controller.js';
 import { HotplugError } from './errors.js';
 import { type LiveVm, inspectVm, nicMacs } from './inspect.js';
@@ -33,16 +33,8 @@ export interface AddRequest {
   dryRun?: boolean;
 }
 
-export interface AddPlan {
-  id: string;
-  netdev: string;
-  tap: string;
-  mac: string;
-  queues: number;
-  vectors: number;
-  vhost: boolean;
+export interface AddPlan extends NicSpec {
   bridge: string | null;
-  bus: string;
   notes: string[];
   commands: { execute: string; arguments: Record<string, unknown> }[];
   ipArgv: string[];

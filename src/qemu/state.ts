@@ -19,7 +19,8 @@ export class StateError extends Error {
   override name = 'StateError';
 }
 
-export interface NicRecord {
+/** What makes a hot-plugged NIC, as planned, reported and recorded. */
+export interface NicSpec {
   id: string;
   netdev: string;
   tap: string;
@@ -27,8 +28,11 @@ export interface NicRecord {
   queues: number;
   vectors: number;
   vhost: boolean;
-  bridge?: string;
   bus: string;
+}
+
+export interface NicRecord extends NicSpec {
+  bridge?: string;
   /** 'unplug-pending': device_del was sent but the guest has not released the device yet. */
   state: 'active' | 'unplug-pending';
   addedAt: string;

@@ -7,10 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import { type ResultPromise, execa } from 'execa';
-import type { AddResult } from '../../src/hotplug/add.js';
 import { Controller } from '../../src/hotplug/controller.js';
 import { StateStore } from '../../src/qemu/state.js';
-import { CLI, cli, linkExists, makeBridge, sleep, tempDir, trackLink, trackPid } from '../helpers/env.js';
+import { CLI, cli, linkExists, makeBridge, sleep, tempDir, trackPid } from '../helpers/env.js';
 import { Guest, guestImage } from '../helpers/guest.js';
 
 interface Watched {
@@ -60,11 +59,6 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     guest = undefined;
   });
 
-  async function add(args: string[]): Promise<AddResult> {
-    const r = await cli(['add', guest!.options.name, ...args, '--json'], guest!.env);
-    expect(r.exitCode, r.stderr).to.equal(0);
-    return JSON.parse(r.stdout) as AddResult;
-  }
 
   it('watch --json sees DEVICE_ADDED from an add in another process and DEVICE_DELETED from a remove; hooks get the event; it exits when the VM stops', async () => {
     guest = await Guest.boot({ name: 'gw', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
@@ -75,8 +69,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
       ['watch', 'gw', '--json', '--on', 'DEVICE_ADDED', '--exec', `${hook} ${hookDir}`, '--on', 'DEVICE_DELETED', '--exec', '/bin/false'],
       guest.env,
     );
-    const nic = await add(['--queues', '4']);
-    trackLink(nic.tap);
+    const nic = await guest.add(['--queues', '4']);
     await guest.waitFor(() => guest!.nics.get(nic.mac), 'the NIC');
     expect((await cli(['remove', 'gw', nic.id], guest.env)).exitCode).to.equal(0);
     const events = () => watcher.out().map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown>; source: string; vm: string });
@@ -112,8 +105,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     const log = () => fs.readFileSync(store.eventLogPath('ga'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown> });
 
     // 1. the guest ejects a NIC itself
-    const ejected = await add(['--queues', '2']);
-    trackLink(ejected.tap);
+    const ejected = await guest.add(['--queues', '2']);
     await guest.waitFor(() => guest!.nics.get(ejected.mac), 'NIC to eject');
     expect((await guest.run(`eject ${ejected.mac}`)).rc).to.equal(0);
     await until(() => !store.read('ga')!.nics.some((n) => n.id === ejected.id), 'ejected NIC forgotten');
@@ -121,8 +113,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     expect(log().find((e) => e.event === 'NIC_REMOVED' && e.data.device === ejected.id)!.data).to.deep.include({ reason: 'guest-initiated unplug', tapGone: true });
 
     // 2. an unplug that could not finish (VM paused) completes when the guest gets to it
-    const pending = await add(['--queues', '2']);
-    trackLink(pending.tap);
+    const pending = await guest.add(['--queues', '2']);
     await guest.waitFor(() => guest!.nics.get(pending.mac), 'NIC to unplug');
     const vm = await Controller.open({ name: 'ga', store, monitor: 'events' }).catch(() => undefined);
     expect(vm, 'the events monitor is held by the agent').to.equal(undefined);
@@ -139,8 +130,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     expect(removedLast.data).to.deep.include({ reason: 'pending unplug completed', tap: pending.tap });
 
     // 3. a tap knocked off its bridge and down is put back
-    const kept = await add(['--queues', '2']);
-    trackLink(kept.tap);
+    const kept = await guest.add(['--queues', '2']);
     await execa('ip', ['link', 'set', 'dev', kept.tap, 'nomaster', 'down']);
     await until(() => fs.existsSync(`/sys/class/net/${kept.tap}/master`) && log().some((e) => e.event === 'NIC_REATTACHED'), 'tap re-attached');
     expect(fs.readlinkSync(`/sys/class/net/${kept.tap}/master`)).to.match(new RegExp(`/${bridge}$`));

@@ -4,7 +4,6 @@
  */
 import { expect } from 'chai';
 import { execa } from 'execa';
-import type { AddResult } from '../../src/hotplug/add.js';
 import { showLink } from '../../src/host/ip.js';
 import { Controller } from '../../src/hotplug/controller.js';
 import { executeAdd, planAdd } from '../../src/hotplug/add.js';
@@ -31,13 +30,6 @@ describe('proof in a real guest (TCG)', function () {
     guest = undefined;
   });
 
-  async function add(args: string[]): Promise<AddResult> {
-    const r = await cli(['add', guest!.options.name, ...args, '--json'], guest!.env);
-    expect(r.exitCode, r.stderr).to.equal(0);
-    const result = JSON.parse(r.stdout) as AddResult;
-    trackLink(result.tap);
-    return result;
-  }
   async function nics(): Promise<NicRow[]> {
     return JSON.parse((await cli(['nics', guest!.options.name, '--json'], guest!.env)).stdout) as NicRow[];
   }
@@ -45,7 +37,7 @@ describe('proof in a real guest (TCG)', function () {
   for (const machine of ['pc', 'q35'] as const) {
     it(`${machine}, 8 vCPUs: an 8-queue NIC shows 8 combined channels and 8+8 queue interrupts; the tap has 8 active queues`, async () => {
       guest = await Guest.boot({ name: `g${machine}`, stateDir: tempDir(), cpus: 8, machine, bridge });
-      const nic = await add(['--queues', '8', '--wait-guest', '30']);
+      const nic = await guest.add(['--queues', '8', '--wait-guest', '30']);
       expect(nic).to.deep.include({ queues: 8, vectors: 18, bridge, guestReady: true });
       const seen = await guest.waitFor(() => {
         const n = guest!.nics.get(nic.mac);
@@ -62,7 +54,7 @@ describe('proof in a real guest (TCG)', function () {
 
   it('2 vCPUs, 8 queues: the guest starts with 2 pairs; after ethtool -L combined 8, nics shows 8 active', async () => {
     guest = await Guest.boot({ name: 'gsmall', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
-    const nic = await add(['--queues', '8', '--wait-guest']);
+    const nic = await guest.add(['--queues', '8', '--wait-guest']);
     const before = await guest.waitFor(() => guest!.nics.get(nic.mac), 'the NIC');
     expect(before).to.deep.include({ combinedMax: 8, combinedCur: 2, rxq: 2, txq: 2, irqIn: 8, irqOut: 8 });
     expect((await nics())[0]).to.deep.include({ activeQueues: 2, disabledQueues: 6 });
@@ -78,7 +70,7 @@ describe('proof in a real guest (TCG)', function () {
 
   it('remove: the guest loses the NIC, DEVICE_DELETED is matched, the tap goes, nics is empty', async () => {
     guest = await Guest.boot({ name: 'grm', stateDir: tempDir(), cpus: 2, machine: 'q35', bridge });
-    const nic = await add(['--queues', '4', '--wait-guest']);
+    const nic = await guest.add(['--queues', '4', '--wait-guest']);
     await guest.waitFor(() => guest!.nics.get(nic.mac), 'the NIC');
     const r = await cli(['remove', 'grm', nic.id, '--json'], guest.env);
     expect(r.exitCode, r.stderr).to.equal(0);
@@ -90,11 +82,11 @@ describe('proof in a real guest (TCG)', function () {
 
   it('several NICs in one VM, added and removed in mixed order', async () => {
     guest = await Guest.boot({ name: 'gmix', stateDir: tempDir(), cpus: 4, machine: 'pc', bridge });
-    const a = await add(['--queues', '2']);
-    const b = await add(['--queues', '4', '--no-bridge']);
+    const a = await guest.add(['--queues', '2']);
+    const b = await guest.add(['--queues', '4', '--no-bridge']);
     await guest.waitFor(() => guest!.nics.has(a.mac) && guest!.nics.has(b.mac), 'NICs a and b');
     expect((await cli(['remove', 'gmix', a.tap], guest.env)).exitCode).to.equal(0);
-    const c = await add(['--queues', '8']);
+    const c = await guest.add(['--queues', '8']);
     await guest.waitFor(() => guest!.nics.get(c.mac)?.combinedMax === 8 && !guest!.nics.has(a.mac), 'c in, a out');
     expect((await nics()).map((n) => [n.id, n.queues, n.bridge])).to.deep.equal([[b.id, 4, null], [c.id, 8, bridge]]);
     expect((await cli(['remove', 'gmix', b.mac], guest.env)).exitCode).to.equal(0);

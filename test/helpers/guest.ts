@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { execa } from 'execa';
-import { ROOT, cli, sleep } from './env.js';
+import type { AddResult } from '../../src/hotplug/add.js';
+import { ROOT, cli, sleep, trackLink } from './env.js';
 
 export interface GuestNic {
   ifname: string;
@@ -169,6 +170,15 @@ export class Guest {
       .slice(start + 1, printed.findIndex((l) => l.startsWith('MQH CMD-END')))
       .filter((l) => !l.startsWith('MQH '));
     return { rc: Number(/rc=(\d+)/.exec(end)?.[1] ?? -1), output };
+  }
+
+  /** `mq-hotplug add <this VM> ARGS --json` as a new process; its tap is tracked for cleanup. */
+  async add(args: string[]): Promise<AddResult> {
+    const r = await cli(['add', this.options.name, ...args, '--json'], this.env);
+    if (r.exitCode !== 0) throw new Error(`add ${args.join(' ')} exited ${r.exitCode}: ${r.stderr}`);
+    const result = JSON.parse(r.stdout) as AddResult;
+    trackLink(result.tap);
+    return result;
   }
 
   async stop(): Promise<void> {
