@@ -77,16 +77,9 @@ export function masterOf(name: string): string | undefined {
   }
 }
 
-/** Attaches a tap to a bridge and sets it up in one exec; without a bridge only sets it up. */
-export async function attachAndUp(tap: string, bridge?: string): Promise<void> {
-  const args = ['link', 'set', 'dev', checkIfname(tap)];
-  if (bridge) args.push('master', checkIfname(bridge, 'bridge name'));
-  args.push('up');
-  await ip(args);
-}
-
-export function attachArgv(tap: string, bridge?: string): string[] {
-  return [ipBinary(), 'link', 'set', 'dev', tap, ...(bridge ? ['master', bridge] : []), 'up'];
+/** The one ip command that attaches a tap to a bridge and sets it up (without a bridge: only up). */
+export function attachArgs(tap: string, bridge?: string): string[] {
+  return ['link', 'set', 'dev', checkIfname(tap), ...(bridge ? ['master', checkIfname(bridge, 'bridge name')] : []), 'up'];
 }
 
 export interface LinkInfo {

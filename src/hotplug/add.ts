@@ -8,7 +8,7 @@
  * A failure after step 2 undoes what was done, in reverse order, and says so.
  */
 import { randomBytes } from 'node:crypto';
-import { attachArgv, findIp, ipBinary, isBridge, linkExists, vhostNetUsable } from '../host/ip.js';
+import { attachArgs, findIp, ipBinary, isBridge, linkExists, vhostNetUsable } from '../host/ip.js';
 import { UsageError, checkIfname, checkInt, checkMac, checkQemuId } from '../host/validate.js';
 import { nextEvent, forDevice } from '../qmp/events.js';
 import { type NicRecord, type NicSpec, qemuAlive } from '../qemu/state.js';
@@ -128,7 +128,7 @@ export async function planAdd(vm: Controller, request: AddRequest, live?: LiveVm
       arguments: { driver: 'virtio-net-pci', id, netdev, mac, mq: true, vectors, bus: live.freeBus, ...(live.q35 ? { addr: '0' } : {}) },
     },
   ];
-  return { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus: live.freeBus, notes, commands, ipArgv: attachArgv(tap, bridge ?? undefined) };
+  return { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus: live.freeBus, notes, commands, ipArgv: [ipBinary(), ...attachArgs(tap, bridge ?? undefined)] };
 }
 
 export async function addNic(vm: Controller, request: AddRequest): Promise<AddResult | AddPlan> {

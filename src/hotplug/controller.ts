@@ -14,6 +14,7 @@ import { type QmpEvent, nowTimestamp } from '../qmp/messages.js';
 import { StateError, StateStore, type VmRecord, qemuAlive } from '../qemu/state.js';
 import { checkVmName } from '../host/validate.js';
 import { startBridging } from './bridging.js';
+import { IpBatch } from '../host/ip-batch.js';
 import { type AddPlan, type AddRequest, type AddResult, addNic } from './add.js';
 import { type RemoveResult, removeNic } from './remove.js';
 import { type NicView, listNics } from './nics.js';
@@ -38,6 +39,8 @@ function envMs(name: string, fallback: number): number {
 
 export class Controller {
   readonly events$: Observable<QmpEvent>;
+  /** The controller's ip, started at open so its start-up overlaps with the QMP work. */
+  readonly ip: IpBatch;
   private readonly own = new Subject<QmpEvent>();
   private readonly reactions: Subscription;
 
@@ -45,7 +48,9 @@ export class Controller {
     readonly qmp: QmpClient,
     readonly name: string,
     readonly store: StateStore | undefined,
+    ip: IpBatch,
   ) {
+    this.ip = ip;
     this.events$ = merge(qmp.events$, this.own).pipe(share());
     this.reactions = startBridging(this);
   }
@@ -61,12 +66,20 @@ export class Controller {
       if (!qemuAlive(record)) throw new StateError(`VM '${name}' is not running (its QEMU, pid ${record.pid}, is gone); 'mq-hotplug stop ${name}' cleans up`);
       target = options.monitor === 'events' ? record.eventsQmp : record.qmp;
     }
-    const qmp = await QmpClient.connect(target, {
-      greetingTimeoutMs: options.greetingTimeoutMs,
-      // a hung QEMU must not hang the controller: every command gets an answer or an error
-      commandTimeoutMs: options.commandTimeoutMs ?? envMs('MQ_HOTPLUG_QMP_TIMEOUT_MS', 30_000),
-    });
-    return new Controller(qmp, name, store);
+    const ip = new IpBatch();
+    ip.start();
+    let qmp: QmpClient;
+    try {
+      qmp = await QmpClient.connect(target, {
+        greetingTimeoutMs: options.greetingTimeoutMs,
+        // a hung QEMU must not hang the controller: every command gets an answer or an error
+        commandTimeoutMs: options.commandTimeoutMs ?? envMs('MQ_HOTPLUG_QMP_TIMEOUT_MS', 30_000),
+      });
+    } catch (e) {
+      ip.close();
+      throw e;
+    }
+    return new Controller(qmp, name, store, ip);
   }
 
   /** The VM's record, read fresh (undefined for a VM given by --qmp). */
@@ -111,6 +124,7 @@ export class Controller {
   }
 
   async close(): Promise<void> {
+    this.ip.close();
     this.reactions.unsubscribe();
     this.own.complete();
     await this.qmp.close();

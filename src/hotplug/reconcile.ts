@@ -7,7 +7,7 @@
  * Each reaction takes the VM's lock, so it never races a `remove` or `add` in another process.
  */
 import { type Observable, type Subscription, concatMap, filter, interval, map, merge } from 'rxjs';
-import { attachAndUp, linkExists, linkIsUp, masterOf } from '../host/ip.js';
+import { attachArgs, linkExists, linkIsUp, masterOf } from '../host/ip.js';
 import type { QmpEvent } from '../qmp/messages.js';
 import type { Controller } from './controller.js';
 import { finishRemoval } from './remove.js';
@@ -47,7 +47,7 @@ async function reattachTaps(vm: Controller): Promise<void> {
         vm.publish('NIC_BRIDGE_MISSING', { device: nic.id, tap: nic.tap, bridge: nic.bridge });
         continue;
       }
-      await attachAndUp(nic.tap, nic.bridge);
+      await vm.ip.run(attachArgs(nic.tap, nic.bridge));
       vm.publish('NIC_REATTACHED', { device: nic.id, tap: nic.tap, bridge: nic.bridge ?? null, was: master ?? null });
     }
   }

@@ -5,9 +5,9 @@
  * the records agree, and no VM died. A failure names the seed and the step, so it can be replayed.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import { Controller } from '../../src/hotplug/controller.js';
-import type { AddRequest } from '../../src/hotplug/add.js';
+import { type AddPlan, type AddRequest, executeAdd, planAdd } from '../../src/hotplug/add.js';
+import { execa } from 'execa';
 import { HotplugError } from '../../src/hotplug/errors.js';
 import { liveNics } from '../../src/hotplug/inspect.js';
 import { showLinks } from '../../src/host/ip.js';
@@ -31,8 +31,7 @@ export async function soak(operations: number, seed: number, log: (line: string)
   const stateDir = tempDir('soak');
   const store = new StateStore(stateDir);
   const bridges = [await makeBridge(), await makeBridge()];
-  const failingIp = path.join(tempDir('fault'), 'ip');
-  fs.writeFileSync(failingIp, '#!/bin/sh\necho "RTNETLINK answers: Operation not permitted (injected)" >&2\nexit 2\n', { mode: 0o755 });
+  let faultBridge = await makeBridge(); // deleted under an add to make its bridging fail for real
 
   const guests = await Promise.all([
     Guest.boot({ name: `${PREFIX}a`, stateDir, cpus: 2, machine: 'pc', bridge: bridges[0] }),
@@ -82,7 +81,8 @@ export async function soak(operations: number, seed: number, log: (line: string)
         if ((link.master ?? undefined) !== nic.bridge || !link.up) throw new Error(`step ${step} (${what}): tap ${nic.tap} master ${link.master} up ${link.up}, record bridge ${nic.bridge}`);
       }
     }
-    const strayTaps = [...links.values()].filter((l) => l.kind === 'tun' && l.ifname.startsWith(PREFIX) && !recordedTaps.has(l.ifname));
+    // taps are named <vm>-<id>: any tap of our VMs' names that no record holds is a leak
+    const strayTaps = [...links.values()].filter((l) => l.kind === 'tun' && vms.some((vm) => l.ifname.startsWith(`${vm.name}-`)) && !recordedTaps.has(l.ifname));
     if (strayTaps.length) throw new Error(`step ${step} (${what}): stray taps ${strayTaps.map((l) => l.ifname)}`);
     for (const br of bridges) {
       const ports = fs.readdirSync(`/sys/class/net/${br}/brif`).sort();
@@ -131,15 +131,18 @@ export async function soak(operations: number, seed: number, log: (line: string)
         const outcomes = await Promise.all(vms.map((v) => tryAdd(v, validAdd(), true)));
         what = `concurrent adds: ${outcomes.join(', ')}`;
       } else {
-        process.env.MQ_HOTPLUG_IP = failingIp; // fault: every ip exec fails
-        try {
-          const err = await vm.addNic({ queues: 2, bridge: pick(bridges) }).catch((e: unknown) => e);
-          if (!(err instanceof HotplugError) && !(err instanceof UsageError)) throw new Error(`add with a failing ip: ${String(err)}`);
-          if (err instanceof HotplugError && err.pending.length) throw new Error(`rollback left something pending: ${err.message}`);
-        } finally {
-          delete process.env.MQ_HOTPLUG_IP;
+        // fault: the bridge vanishes between preflight and attach, so ip fails; the add must roll back fully
+        const plan = await planAdd(vm, { queues: 2, bridge: faultBridge }).catch((e: unknown) => e);
+        if (plan instanceof UsageError) {
+          what = 'add refused (full or clash)';
+        } else {
+          await execa('ip', ['link', 'del', 'dev', faultBridge]);
+          const err = await executeAdd(vm, plan as AddPlan).catch((e: unknown) => e);
+          if (!(err instanceof HotplugError)) throw new Error(`add onto a vanished bridge: ${String(err)}`);
+          if (err.pending.length) throw new Error(`rollback left something pending: ${err.message}`);
+          faultBridge = await makeBridge();
+          what = 'fault: bridge gone, add rolled back';
         }
-        what = 'fault: ip fails, add rolled back';
       }
       count(what.startsWith('concurrent') ? 'concurrent adds' : what);
       await check(step, what);
