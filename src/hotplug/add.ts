@@ -19,6 +19,8 @@ import { showLink } from '../host/ip.js';
 import { rollbackNic } from './remove.js';
 
 export const MAX_QUEUES = 256; // MAX_TAP_QUEUES in the kernel's tun driver
+/** A hung ip must not hang the add: past this, bridging counts as failed and the NIC is rolled back. */
+const BRIDGING_TIMEOUT_MS = 30_000;
 
 export interface AddRequest {
   queues: number | string;
@@ -151,7 +153,7 @@ export async function executeAdd(vm: Controller, plan: AddPlan, waitGuestMs?: nu
     waitGuestMs !== undefined
       ? nextEvent(vm.events$, 'NIC_RX_FILTER_CHANGED', (e) => e.data.name === id, waitGuestMs)
       : undefined;
-  const bridged = nextEvent(vm.events$, ['NIC_BRIDGED', 'NIC_BRIDGE_FAILED'], forDevice(id));
+  const bridged = nextEvent(vm.events$, ['NIC_BRIDGED', 'NIC_BRIDGE_FAILED'], forDevice(id), BRIDGING_TIMEOUT_MS);
 
   const t0 = performance.now();
   // Pipelined: if netdev_add fails, device_add fails too (no such netdev) and nothing exists.
@@ -164,7 +166,7 @@ export async function executeAdd(vm: Controller, plan: AddPlan, waitGuestMs?: nu
 
   const t1 = performance.now();
   vm.publish('DEVICE_ADDED', { device: id, netdev, tap, mac, queues, vectors, vhost, bridge, bus });
-  const outcome = await bridged;
+  const outcome = await bridged.catch((e: Error) => ({ event: 'NIC_BRIDGE_FAILED', data: { error: e.message } }));
   const t2 = performance.now();
   if (outcome.event === 'NIC_BRIDGE_FAILED') {
     throw await undo(vm, bridge ? `attaching ${tap} to ${bridge}` : `setting ${tap} up`, new Error(String(outcome.data.error)), plan, true);

@@ -7,7 +7,7 @@ import { linkExists } from '../host/ip.js';
 import { UsageError } from '../host/validate.js';
 import { QmpCommandError } from '../qmp/errors.js';
 import { EventTimeoutError, forDevice, nextEvent } from '../qmp/events.js';
-import type { NicRecord } from '../qemu/state.js';
+import type { NicRecord, NicSpec } from '../qemu/state.js';
 import type { Controller } from './controller.js';
 import { UnplugPendingError } from './errors.js';
 import { liveNics } from './inspect.js';
@@ -84,7 +84,7 @@ export async function finishRemoval(
  */
 export async function rollbackNic(
   vm: Controller,
-  nic: { id: string; netdev: string; tap: string },
+  nic: NicSpec & { bridge: string | null },
   deviceExists: boolean,
 ): Promise<{ undone: string[]; pending: string[] }> {
   const undone: string[] = [];
@@ -106,9 +106,11 @@ export async function rollbackNic(
   if (linkExists(nic.tap)) pending.push(`tap ${nic.tap} still exists`);
   else undone.push(`tap ${nic.tap} gone`);
   if (pending.some((p) => p.startsWith(`device ${nic.id} (the guest`))) {
+    // the device stays until the guest lets go: record it, so `remove` or the agent can finish it
+    const { id, netdev, tap, mac, queues, vectors, vhost, bus, bridge } = nic;
     vm.updateRecord((r) => {
-      r.nics = r.nics.filter((n) => n.id !== nic.id);
-      r.nics.push({ ...nic, mac: '', queues: 0, vectors: 0, vhost: false, bus: '', state: 'unplug-pending', addedAt: new Date().toISOString() });
+      r.nics = r.nics.filter((n) => n.id !== id);
+      r.nics.push({ id, netdev, tap, mac, queues, vectors, vhost, bus, ...(bridge ? { bridge } : {}), state: 'unplug-pending', addedAt: new Date().toISOString() });
     });
   }
   return { undone, pending };

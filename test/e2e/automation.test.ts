@@ -6,42 +6,17 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
-import { type ResultPromise, execa } from 'execa';
+import { execa } from 'execa';
 import { Controller } from '../../src/hotplug/controller.js';
 import { StateStore } from '../../src/qemu/state.js';
-import { CLI, cli, linkExists, makeBridge, sleep, tempDir, trackPid } from '../helpers/env.js';
+import { type Running, cli, linkExists, makeBridge, spawnCli, tempDir, until } from '../helpers/env.js';
 import { Guest, guestImage } from '../helpers/guest.js';
 
-interface Watched {
-  proc: ResultPromise;
-  out: () => string[];
-  err: () => string;
-}
-
 /** Starts `mq-hotplug ARGS` as a long-running process and waits until it says it is watching. */
-async function spawnWatcher(args: string[], env: Record<string, string>): Promise<Watched> {
-  const proc = execa('node', [CLI, ...args], { env, reject: false, stdin: 'ignore', buffer: false });
-  trackPid(proc.pid!);
-  let out = '';
-  let err = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const deadline = Date.now() + 15_000;
-  while (!err.includes('watching')) {
-    if (Date.now() > deadline) throw new Error(`watcher did not start: ${err}`);
-    await sleep(20);
-  }
-  return { proc, out: () => out.split('\n').filter(Boolean), err: () => err };
-}
-
-async function until<T>(check: () => T | undefined | false, what: string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(50);
-  }
+async function spawnWatcher(args: string[], env: Record<string, string>): Promise<Running> {
+  const running = spawnCli(args, env);
+  await until(() => running.err().includes('watching'), `${args[0]} connected`, 15_000);
+  return running;
 }
 
 describe('automation: watch, hooks and reactions (real guest)', function () {
@@ -72,7 +47,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     const nic = await guest.add(['--queues', '4']);
     await guest.waitFor(() => guest!.nics.get(nic.mac), 'the NIC');
     expect((await cli(['remove', 'gw', nic.id], guest.env)).exitCode).to.equal(0);
-    const events = () => watcher.out().map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown>; source: string; vm: string });
+    const events = () => watcher.out().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown>; source: string; vm: string });
     await until(() => events().some((e) => e.event === 'NIC_REMOVED'), 'NIC_REMOVED in watch');
     await guest.stop();
     guest = undefined;
@@ -103,12 +78,17 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     const store = new StateStore(guest.options.stateDir);
     const agent = await spawnWatcher(['agent', 'ga', '--check-interval', '0.2'], guest.env);
     const log = () => fs.readFileSync(store.eventLogPath('ga'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown> });
+    // a wait that fails says what the agent and the VM's event log said (to diagnose a rare failure)
+    const waitFor = <T>(check: () => T | undefined | false, what: string) =>
+      until(check, what).catch((e: Error) => {
+        throw new Error(`${e.message}\nagent stderr:\n${agent.err()}\nevent log:\n${log().map((x) => JSON.stringify(x)).join('\n')}`);
+      });
 
     // 1. the guest ejects a NIC itself
     const ejected = await guest.add(['--queues', '2']);
     await guest.waitFor(() => guest!.nics.get(ejected.mac), 'NIC to eject');
     expect((await guest.run(`eject ${ejected.mac}`)).rc).to.equal(0);
-    await until(() => !store.read('ga')!.nics.some((n) => n.id === ejected.id), 'ejected NIC forgotten');
+    await waitFor(() => !store.read('ga')!.nics.some((n) => n.id === ejected.id), 'ejected NIC forgotten');
     expect(linkExists(ejected.tap)).to.equal(false);
     expect(log().find((e) => e.event === 'NIC_REMOVED' && e.data.device === ejected.id)!.data).to.deep.include({ reason: 'guest-initiated unplug', tapGone: true });
 
@@ -123,7 +103,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     expect(removal.exitCode).to.equal(3);
     expect(store.read('ga')!.nics.find((n) => n.id === pending.id)!.state).to.equal('unplug-pending');
     expect((await cli(['qmp', 'ga', 'cont'], guest.env)).exitCode).to.equal(0);
-    await until(() => !store.read('ga')!.nics.some((n) => n.id === pending.id), 'pending unplug finished');
+    await waitFor(() => !store.read('ga')!.nics.some((n) => n.id === pending.id), 'pending unplug finished');
     expect(linkExists(pending.tap)).to.equal(false);
     // ids are reused once a NIC is forgotten: the latest NIC_REMOVED is this one's
     const removedLast = log().filter((e) => e.event === 'NIC_REMOVED' && e.data.device === pending.id).pop()!;
@@ -132,7 +112,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     // 3. a tap knocked off its bridge and down is put back
     const kept = await guest.add(['--queues', '2']);
     await execa('ip', ['link', 'set', 'dev', kept.tap, 'nomaster', 'down']);
-    await until(() => fs.existsSync(`/sys/class/net/${kept.tap}/master`) && log().some((e) => e.event === 'NIC_REATTACHED'), 'tap re-attached');
+    await waitFor(() => fs.existsSync(`/sys/class/net/${kept.tap}/master`) && log().some((e) => e.event === 'NIC_REATTACHED'), 'tap re-attached');
     expect(fs.readlinkSync(`/sys/class/net/${kept.tap}/master`)).to.match(new RegExp(`/${bridge}$`));
     expect(log().find((e) => e.event === 'NIC_REATTACHED')!.data).to.deep.include({ device: kept.id, tap: kept.tap, bridge, was: null });
     const [row] = JSON.parse((await cli(['nics', 'ga', '--json'], guest.env)).stdout) as { drift: string[]; linkUp: boolean }[];

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execa, execaSync } from 'execa';
+import { type ResultPromise, execa, execaSync } from 'execa';
 import { fileURLToPath } from 'node:url';
 
 /** mqt + up to 5 digits of our pid: leaves 7 characters for a suffix. */
@@ -108,3 +108,31 @@ export async function cli(args: string[], env: Record<string, string> = {}): Pro
 
 export const QEMU = process.env.MQ_HOTPLUG_QEMU ?? 'qemu-system-x86_64';
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export interface Running {
+  proc: ResultPromise;
+  out(): string;
+  err(): string;
+}
+
+/** Starts `mq-hotplug ARGS` as a long-running process (watch, agent), collecting its output. */
+export function spawnCli(args: string[], env: Record<string, string>): Running {
+  const proc = execa('node', [CLI, ...args], { env, reject: false, stdin: 'ignore', buffer: false });
+  trackPid(proc.pid!);
+  let out = '';
+  let err = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  return { proc, out: () => out, err: () => err };
+}
+
+/** Polls `check` until it holds; fails naming `what` after the timeout. */
+export async function until<T>(check: () => T | undefined | false, what: string, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await sleep(25);
+  }
+}

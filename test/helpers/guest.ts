@@ -129,9 +129,10 @@ export class Guest {
     return fresh;
   }
 
-  async waitForLine(match: (line: string) => boolean, timeoutMs = 20_000): Promise<string> {
+  /** The first line from index `from` on (default: the whole log) that matches. */
+  async waitForLine(match: (line: string) => boolean, timeoutMs = 20_000, from = 0): Promise<string> {
     const deadline = Date.now() + timeoutMs;
-    let seen = 0;
+    let seen = from;
     for (;;) {
       this.poll();
       const hit = this.lines.slice(seen).find((l) => match(l.trim()));
@@ -161,7 +162,7 @@ export class Guest {
     this.poll();
     const from = this.lines.length;
     socket.write(command + '\n');
-    const end = await this.waitForLine((l) => l.startsWith('MQH CMD-END'), timeoutMs);
+    const end = await this.waitForLine((l) => l.startsWith('MQH CMD-END'), timeoutMs, from); // not an earlier command's
     socket.destroy();
     // what the command printed: the lines after the echoed command, up to CMD-END, without our reports
     const printed = this.lines.slice(from).map((l) => l.trimEnd());

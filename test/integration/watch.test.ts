@@ -1,27 +1,8 @@
 /** watch and agent across VM restarts and deaths (real QEMU, no guest needed). */
 import fs from 'node:fs';
 import { expect } from 'chai';
-import { type ResultPromise, execa } from 'execa';
 import { StateStore } from '../../src/qemu/state.js';
-import { CLI, cli, makeBridge, sleep, tempDir, trackPid } from '../helpers/env.js';
-
-async function spawnWatcher(args: string[], env: Record<string, string>): Promise<{ proc: ResultPromise; out: () => string; err: () => string }> {
-  const proc = execa('node', [CLI, ...args], { env, reject: false, stdin: 'ignore', buffer: false });
-  trackPid(proc.pid!);
-  let out = '';
-  let err = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  return { proc, out: () => out, err: () => err };
-}
-
-async function until(check: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(25);
-  }
-}
+import { cli, makeBridge, spawnCli, tempDir, until } from '../helpers/env.js';
 
 describe('watch --follow and agent across VM restarts (real QEMU)', function () {
   let env: Record<string, string>;
@@ -33,7 +14,7 @@ describe('watch --follow and agent across VM restarts (real QEMU)', function () 
 
   it('watch --follow reconnects when a VM of that name starts again, and sees its events', async () => {
     expect((await cli(['start', 'vmf', '--memory', '128M', '--bridge', bridge], env)).exitCode).to.equal(0);
-    const w = await spawnWatcher(['watch', 'vmf', '--json', '--follow'], env);
+    const w = spawnCli(['watch', 'vmf', '--json', '--follow'], env);
     await until(() => w.err().includes('watching vmf'), 'first connection');
     expect((await cli(['stop', 'vmf'], env)).exitCode).to.equal(0);
     await until(() => w.err().includes('vmf: waiting for it to start again (--follow)'), 'waiting after stop');
@@ -54,9 +35,9 @@ describe('watch --follow and agent across VM restarts (real QEMU)', function () 
   it('agent leaves no stale state when QEMU dies, and watch without --follow exits saying so', async () => {
     expect((await cli(['start', 'vmd', '--memory', '128M'], env)).exitCode).to.equal(0);
     const store = new StateStore(env.MQ_HOTPLUG_STATE_DIR);
-    const agent = await spawnWatcher(['agent', 'vmd'], env);
+    const agent = spawnCli(['agent', 'vmd'], env);
     // the agent holds the events monitor (one client per monitor): this watcher uses the control one
-    const watcher = await spawnWatcher(['--qmp', store.read('vmd')!.qmp, 'watch', 'vmd'], env);
+    const watcher = spawnCli(['--qmp', store.read('vmd')!.qmp, 'watch', 'vmd'], env);
     await until(() => agent.err().includes('watching vmd') && watcher.err().includes('watching vmd'), 'both connected');
     process.kill(store.read('vmd')!.pid, 'SIGKILL');
     await until(() => !fs.existsSync(store.vmDir('vmd')), 'state directory removed by the agent');
