@@ -46,16 +46,31 @@ export async function removeNic(vm: Controller, selector: string, timeoutMs = 10
   });
 }
 
-/** device_del and wait for its DEVICE_DELETED; true when the device is gone (or was already). */
+/** How often device_del is sent again while no DEVICE_DELETED comes. */
+const RESEND_MS = 1000;
+
+/**
+ * device_del and wait for its DEVICE_DELETED; true when the device is gone (or was already).
+ * With ACPI hot-plug a request that reaches a guest still busy (booting, or handling this very
+ * device's insertion, as in a rollback) is lost: it is sent again every second until the timeout.
+ */
 async function unplugDevice(vm: Controller, id: string, timeoutMs: number): Promise<boolean> {
   const deleted = nextEvent(vm.events$, 'DEVICE_DELETED', forDevice(id), timeoutMs);
-  try {
-    await vm.qmp.execute('device_del', { id });
-  } catch (e) {
-    if (e instanceof QmpCommandError && e.errorClass === 'DeviceNotFound') return true;
-    // native PCIe refuses a second device_del while the first is in progress: keep waiting
-    if (!(e instanceof QmpCommandError && /already in the process of unplug/.test(e.desc))) throw e;
-  }
+  let gone = false;
+  deleted.then(() => (gone = true), () => {});
+  const deadline = performance.now() + timeoutMs;
+  do {
+    try {
+      await vm.qmp.execute('device_del', { id });
+    } catch (e) {
+      if (e instanceof QmpCommandError && e.errorClass === 'DeviceNotFound') return true;
+      // native PCIe refuses a second device_del while the first is in progress: keep waiting
+      if (!(e instanceof QmpCommandError && /already in the process of unplug/.test(e.desc))) throw e;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([deleted.catch(() => {}), new Promise((r) => (timer = setTimeout(r, Math.min(RESEND_MS, deadline - performance.now()))))]);
+    clearTimeout(timer); // a live timer would hold a CLI process open
+  } while (!gone && performance.now() < deadline);
   try {
     await deleted;
     return true;
