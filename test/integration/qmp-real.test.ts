@@ -68,6 +68,22 @@ describe('QmpClient against a real QEMU', () => {
     await second.close();
   });
 
+  it('connects over TCP (host:port) as well as a unix socket', async () => {
+    const port = 20000 + (process.pid % 20000);
+    const tcp = execa(QEMU, ['-M', 'pc', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-qmp', `tcp:127.0.0.1:${port},server=on,wait=off`], { reject: false });
+    trackPid(tcp.pid!);
+    try {
+      let qmp: QmpClient | undefined;
+      for (let i = 0; i < 200 && !qmp; i++) qmp = await QmpClient.connect(`127.0.0.1:${port}`).catch(() => sleep(10).then(() => undefined));
+      expect(qmp, 'QEMU listening on TCP').to.not.equal(undefined);
+      expect(await qmp!.execute('query-status')).to.deep.include({ running: true });
+      await qmp!.close();
+    } finally {
+      tcp.kill('SIGKILL');
+      await tcp;
+    }
+  });
+
   it('quit: SHUTDOWN arrives, then EOF closes the client and completes events$', async () => {
     const qmp = await QmpClient.connect(sock);
     const shutdown = nextEvent(qmp.events$, 'SHUTDOWN', undefined, 5000);
