@@ -25,14 +25,14 @@ function storeOf(g: GlobalOptions): StateStore {
   return (store ??= new StateStore(g.stateDir));
 }
 
-export async function openController(vm: string, g: GlobalOptions): Promise<Controller> {
-  return Controller.open(g.qmp ? { qmp: g.qmp, name: vm } : { name: vm, store: storeOf(g) });
+export async function openController(vm: string, g: GlobalOptions, startIp = false): Promise<Controller> {
+  return Controller.open(g.qmp ? { qmp: g.qmp, name: vm, startIp } : { name: vm, store: storeOf(g), startIp });
 }
 
 /** Lock first, then connect: the control monitor serves one client, and the lock queues them. */
-async function withController<T>(vm: string, g: GlobalOptions, fn: (c: Controller) => Promise<T>): Promise<T> {
+async function withController<T>(vm: string, g: GlobalOptions, fn: (c: Controller) => Promise<T>, startIp = false): Promise<T> {
   const run = async () => {
-    const controller = await openController(vm, g);
+    const controller = await openController(vm, g, startIp);
     try {
       return await fn(controller);
     } finally {
@@ -173,6 +173,7 @@ export async function add(vm: string, o: Record<string, string | boolean | undef
       waitGuestMs,
       dryRun: o.dryRun === true,
     }),
+    o.dryRun !== true, // ip's start-up overlaps the connect
   );
   const { notes, ...rest } = result;
   if (!o.json) for (const n of notes) note(n);

@@ -134,6 +134,7 @@ export async function planAdd(vm: Controller, request: AddRequest, live?: LiveVm
 }
 
 export async function addNic(vm: Controller, request: AddRequest): Promise<AddResult | AddPlan> {
+  if (!request.dryRun) vm.ip.start(); // its start-up overlaps the lock and the preflight
   return vm.locked(async () => {
     const started = performance.now();
     const plan = await planAdd(vm, request);

@@ -30,6 +30,8 @@ export interface OpenOptions {
   greetingTimeoutMs?: number;
   /** Per-command timeout (default 30 s, env MQ_HOTPLUG_QMP_TIMEOUT_MS). */
   commandTimeoutMs?: number;
+  /** Start the long-lived ip now, overlapping the QMP connect (for callers about to add a NIC). */
+  startIp?: boolean;
 }
 
 function envMs(name: string, fallback: number): number {
@@ -39,7 +41,7 @@ function envMs(name: string, fallback: number): number {
 
 export class Controller {
   readonly events$: Observable<QmpEvent>;
-  /** The controller's ip, started at open so its start-up overlaps with the QMP work. */
+  /** The controller's long-lived ip; `add` starts it first thing, so its start-up overlaps the preflight. */
   readonly ip: IpBatch;
   private readonly own = new Subject<QmpEvent>();
   private readonly reactions: Subscription;
@@ -66,8 +68,8 @@ export class Controller {
       if (!qemuAlive(record)) throw new StateError(`VM '${name}' is not running (its QEMU, pid ${record.pid}, is gone); 'mq-hotplug stop ${name}' cleans up`);
       target = options.monitor === 'events' ? record.eventsQmp : record.qmp;
     }
-    const ip = new IpBatch();
-    ip.start();
+    const ip = new IpBatch(); // else started by the first add or attach: not for commands that never need it
+    if (options.startIp) ip.start();
     let qmp: QmpClient;
     try {
       qmp = await QmpClient.connect(target, {

@@ -133,17 +133,19 @@ export async function rollbackNic(
 
 /** A NIC by id, tap name or MAC, from the record joined with the live VM. */
 export async function findNic(vm: Controller, selector: string): Promise<NicRecord | (Partial<NicRecord> & { id: string; netdev: string; mac: string })> {
-  const recorded = vm.record()?.nics ?? [];
-  const live = await liveNics(vm.qmp);
   const key = selector.toLowerCase();
-  const hit =
-    recorded.find((n) => n.id === selector || n.tap === selector || n.mac === key) ??
-    live.find((n) => n.id === selector || n.tap === selector || n.mac === key);
+  const matches = (n: { id: string; tap?: string; mac: string }) => n.id === selector || n.tap === selector || n.mac === key;
+  // the record knows our NICs: ask QEMU (a qom-get per property per NIC) only for others
+  const recorded = vm.record()?.nics ?? [];
+  const known = recorded.find(matches);
+  if (known) return known;
+  const live = await liveNics(vm.qmp);
+  const hit = live.find(matches);
   if (hit) return hit;
-  const known = [...new Map([...live, ...recorded].map((n) => [n.id, n])).values()];
+  const all = [...new Map([...live, ...recorded].map((n) => [n.id, n])).values()];
   throw new UsageError(
-    known.length
-      ? `no NIC '${selector}' in VM '${vm.name}'; its NICs: ${known.map((n) => `${n.id} (${n.tap ?? '?'}, ${n.mac})`).join(', ')}`
+    all.length
+      ? `no NIC '${selector}' in VM '${vm.name}'; its NICs: ${all.map((n) => `${n.id} (${n.tap ?? '?'}, ${n.mac})`).join(', ')}`
       : `no NIC '${selector}' in VM '${vm.name}': it has no NICs`,
   );
 }

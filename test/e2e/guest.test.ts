@@ -3,13 +3,11 @@
  * through the CLI, and both sides checked: the guest's ethtool/interrupts/sysfs and the host's tap.
  */
 import { expect } from 'chai';
-import { execa } from 'execa';
 import { showLink } from '../../src/host/ip.js';
 import { Controller } from '../../src/hotplug/controller.js';
-import { executeAdd, planAdd } from '../../src/hotplug/add.js';
 import { HotplugError } from '../../src/hotplug/errors.js';
 import { StateStore } from '../../src/qemu/state.js';
-import { cli, linkExists, makeBridge, tempDir, trackLink } from '../helpers/env.js';
+import { addOntoVanishingBridge, cli, linkExists, makeBridge, tempDir } from '../helpers/env.js';
 import { Guest, guestImage } from '../helpers/guest.js';
 
 interface NicRow { id: string; mac: string; tap: string; queues: number; activeQueues: number; disabledQueues: number; bridge: string; linkUp: boolean; state: string; drift: string[] }
@@ -102,10 +100,7 @@ describe('proof in a real guest (TCG)', function () {
     const store = new StateStore(guest.options.stateDir);
     const vm = await Controller.open({ name: 'grb', store });
     try {
-      const plan = await planAdd(vm, { queues: 4 });
-      trackLink(plan.tap);
-      await execa('ip', ['link', 'del', bridge]);
-      const err = await executeAdd(vm, plan).catch((e: unknown) => e);
+      const { plan, error: err } = await addOntoVanishingBridge(vm, bridge);
       expect(err).to.be.instanceOf(HotplugError);
       expect((err as Error).message).to.match(/; undone: device nic0 deleted, netdev nd-nic0 deleted, tap \S+ gone$/);
       const peripherals = await vm.qmp.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' });

@@ -8,6 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { type ResultPromise, execa, execaSync } from 'execa';
 import { fileURLToPath } from 'node:url';
+import type { Controller } from '../../src/hotplug/controller.js';
+import { type AddPlan, executeAdd, planAdd } from '../../src/hotplug/add.js';
 
 /** mqt + up to 5 digits of our pid: leaves 7 characters for a suffix. */
 export const PREFIX = `mqt${process.pid % 100000}`;
@@ -135,4 +137,19 @@ export async function until<T>(check: () => T | undefined | false, what: string,
     if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
     await sleep(25);
   }
+}
+
+/**
+ * A real bridging failure: plans an add onto `bridge` (preflight passes), deletes the bridge, then
+ * runs the add, whose `ip link set ... master` must fail. Resolves with what the add threw.
+ */
+export async function addOntoVanishingBridge(vm: Controller, bridge: string, queues = 4): Promise<{ plan: AddPlan; error: unknown }> {
+  const plan = await planAdd(vm, { queues, bridge });
+  trackLink(plan.tap);
+  await execa('ip', ['link', 'del', 'dev', bridge]);
+  const error = await executeAdd(vm, plan).then(
+    () => new Error('the add succeeded onto a deleted bridge'),
+    (e: unknown) => e,
+  );
+  return { plan, error };
 }

@@ -6,14 +6,13 @@
  */
 import fs from 'node:fs';
 import { Controller } from '../../src/hotplug/controller.js';
-import { type AddPlan, type AddRequest, executeAdd, planAdd } from '../../src/hotplug/add.js';
-import { execa } from 'execa';
+import type { AddRequest } from '../../src/hotplug/add.js';
 import { HotplugError } from '../../src/hotplug/errors.js';
 import { liveNics } from '../../src/hotplug/inspect.js';
 import { showLinks } from '../../src/host/ip.js';
 import { UsageError } from '../../src/host/validate.js';
 import { StateStore, qemuAlive } from '../../src/qemu/state.js';
-import { PREFIX, makeBridge, tempDir } from './env.js';
+import { PREFIX, addOntoVanishingBridge, makeBridge, tempDir } from './env.js';
 import { prng } from './fake-qmp.js';
 import { Guest } from './guest.js';
 
@@ -132,14 +131,13 @@ export async function soak(operations: number, seed: number, log: (line: string)
         what = `concurrent adds: ${outcomes.join(', ')}`;
       } else {
         // fault: the bridge vanishes between preflight and attach, so ip fails; the add must roll back fully
-        const plan = await planAdd(vm, { queues: 2, bridge: faultBridge }).catch((e: unknown) => e);
-        if (plan instanceof UsageError) {
+        const outcome = await addOntoVanishingBridge(vm, faultBridge, 2).catch((e: unknown) => e);
+        if (outcome instanceof UsageError) {
           what = 'add refused (full or clash)';
         } else {
-          await execa('ip', ['link', 'del', 'dev', faultBridge]);
-          const err = await executeAdd(vm, plan as AddPlan).catch((e: unknown) => e);
-          if (!(err instanceof HotplugError)) throw new Error(`add onto a vanished bridge: ${String(err)}`);
-          if (err.pending.length) throw new Error(`rollback left something pending: ${err.message}`);
+          const { error } = outcome as { error: unknown };
+          if (!(error instanceof HotplugError)) throw new Error(`add onto a vanished bridge: ${String(error)}`);
+          if (error.pending.length) throw new Error(`rollback left something pending: ${error.message}`);
           faultBridge = await makeBridge();
           what = 'fault: bridge gone, add rolled back';
         }

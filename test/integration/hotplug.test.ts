@@ -7,7 +7,7 @@ import { startVm, stopVm } from '../../src/qemu/launcher.js';
 import { StateStore } from '../../src/qemu/state.js';
 import { showLink } from '../../src/host/ip.js';
 import { UsageError } from '../../src/host/validate.js';
-import { QEMU, cli, linkExists, makeBridge, ourLinks, tempDir, trackLink, uniqueName } from '../helpers/env.js';
+import { QEMU, addOntoVanishingBridge, cli, linkExists, makeBridge, ourLinks, tempDir, trackLink, uniqueName } from '../helpers/env.js';
 
 interface QomNic { name: string; type: string }
 
@@ -166,10 +166,7 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
     await boot('pc');
     const vm = await Controller.open({ name: 'vm1', store });
     try {
-      const plan = await planAdd(vm, { queues: 4 });
-      trackLink(plan.tap);
-      await execa('ip', ['link', 'del', bridge]);
-      const err = await executeAdd(vm, plan).catch((e: unknown) => e);
+      const { plan, error: err } = await addOntoVanishingBridge(vm, bridge);
       expect(err).to.be.instanceOf(HotplugError);
       expect((err as Error).message).to.match(
         new RegExp(`^attaching ${plan.tap} to ${bridge} failed: .*; undone: netdev nd-nic0 deleted, tap ${plan.tap} gone; still pending: device nic0 \\(the guest has not released it; recorded as unplug-pending\\)$`),
