@@ -1,12 +1,13 @@
 /** The CLI's commands: parse and check options, call the layers, format the result. */
 import fs from 'node:fs';
-import { checkInt, checkVmName, UsageError } from '../host/validate.js';
+import { UsageError } from '../errors.js';
+import { checkInt, checkVmName } from '../host/validate.js';
 import { isBridge, ip, vhostNetUsable } from '../host/ip.js';
 import { checkKvm, resolveAccel } from '../qemu/accel.js';
 import { qemuVersion, startVm, stopVm, vmState } from '../qemu/launcher.js';
 import { StateStore, type VmRecord } from '../qemu/state.js';
 import { Controller } from '../hotplug/controller.js';
-import type { AddPlan, AddResult } from '../hotplug/add.js';
+import type { AddRequest } from '../hotplug/add.js';
 import { QmpCommandError } from '../qmp/errors.js';
 import { note, printJson, table } from './output.js';
 
@@ -154,7 +155,7 @@ export async function qmp(vm: string, command: string, argsJson: string | undefi
     try {
       printJson(await c.qmp.execute(command, args));
     } catch (e) {
-      if (e instanceof QmpCommandError) throw new Error(`${e.errorClass}: ${e.desc}`);
+      if (e instanceof QmpCommandError) throw new Error(`${e.errorClass}: ${e.desc}`, { cause: e });
       throw e;
     }
   });
@@ -162,31 +163,27 @@ export async function qmp(vm: string, command: string, argsJson: string | undefi
 
 export async function add(vm: string, o: Record<string, string | boolean | undefined>, g: GlobalOptions): Promise<void> {
   const waitGuestMs = o.waitGuest === undefined ? undefined : o.waitGuest === true ? 30_000 : seconds(String(o.waitGuest), 'guest wait');
-  const result = await withController(vm, g, (c) =>
-    c.addNic({
-      queues: String(o.queues),
-      bridge: o.bridge === false ? null : (o.bridge as string | undefined),
-      ifname: o.ifname as string | undefined,
-      mac: o.mac as string | undefined,
-      id: o.id as string | undefined,
-      vhost: o.vhost as 'auto' | 'on' | 'off',
-      waitGuestMs,
-      dryRun: o.dryRun === true,
-    }),
-    o.dryRun !== true, // ip's start-up overlaps the connect
-  );
-  const { notes, ...rest } = result;
-  if (!o.json) for (const n of notes) note(n);
-  if ('commands' in result) {
-    const plan = result as AddPlan;
-    if (o.json) return printJson({ dryRun: true, ...rest });
+  const request: AddRequest = {
+    queues: String(o.queues),
+    bridge: o.bridge === false ? null : (o.bridge as string | undefined),
+    ifname: o.ifname as string | undefined,
+    mac: o.mac as string | undefined,
+    id: o.id as string | undefined,
+    vhost: o.vhost as 'auto' | 'on' | 'off',
+    waitGuestMs,
+  };
+  if (o.dryRun === true) {
+    const { notes, ...plan } = await withController(vm, g, (c) => c.planNic(request));
+    for (const n of notes) note(n);
+    if (o.json) return printJson({ dryRun: true, ...plan, notes });
     process.stdout.write(`dry run: nothing changed. Would send:\n`);
     for (const cmd of plan.commands) process.stdout.write(`  ${JSON.stringify(cmd)}\n`);
     process.stdout.write(`then run:\n  ${plan.ipArgv.join(' ')}\n`);
     return;
   }
-  const r = result as AddResult;
-  if (o.json) return printJson({ ...rest, timings: Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, Math.round(v * 100) / 100])) });
+  const r = await withController(vm, g, (c) => c.addNic(request), true); // ip's start-up overlaps the connect
+  for (const n of r.notes) note(n);
+  if (o.json) return printJson({ ...r, timings: Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, Math.round(v * 100) / 100])) });
   process.stdout.write(
     `added ${r.id} to ${vm}: ${r.queues} queues, tap ${r.tap} ${r.bridge ? `on ${r.bridge}` : '(no bridge)'} up, ` +
       `mac ${r.mac}, vectors ${r.vectors}, vhost ${r.vhost ? 'on' : 'off'}, bus ${r.bus}\n`,

@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { fail } from './output.js';
+import { setTrace } from '../util/trace.js';
 
 const VERSION = '0.1.0';
 
@@ -17,8 +18,12 @@ export function buildProgram(): Command {
     .option('--state-dir <dir>', 'state directory (env MQ_HOTPLUG_STATE_DIR)', process.env.MQ_HOTPLUG_STATE_DIR ?? '/run/mq-hotplug')
     .option('--qmp <path>', 'control QMP socket of a VM not started by mq-hotplug (the <vm> argument is then only a label)')
     .option('--events-qmp <path>', 'events QMP socket of such a VM, for watch')
+    .option('--trace', 'print every QMP message and ip command to stderr, timestamped (env MQ_HOTPLUG_TRACE=1)')
     .showHelpAfterError('(run with --help for usage)')
-    .exitOverride();
+    .exitOverride()
+    .hook('preAction', (cmd) => {
+      if (cmd.opts().trace) setTrace(true);
+    });
 
   program
     .command('start <vm>')

@@ -1,19 +1,18 @@
-/** Output helpers: one-line errors with an exit code per kind, tables, JSON. */
-
-export const EXIT = { failed: 1, usage: 2, pending: 3 } as const;
+/** Output helpers: one-line errors with an exit code per kind, tables, JSON, warnings. */
+import { exitCodeOf } from '../errors.js';
 
 /** Prints one line "mq-hotplug: <message>" and sets the exit code by the error's kind. */
 export function fail(e: unknown): void {
-  const err = e instanceof Error ? e : new Error(String(e));
-  const usage = ['UsageError', 'StateError'].includes(err.name);
-  process.stderr.write(`mq-hotplug: ${err.message.replace(/\n/g, ' | ')}\n`);
-  process.exitCode = err.name === 'UnplugPendingError' ? EXIT.pending : usage ? EXIT.usage : EXIT.failed;
+  const message = e instanceof Error ? e.message : String(e);
+  process.stderr.write(`mq-hotplug: ${message.replace(/\n/g, ' | ')}\n`);
+  process.exitCode = exitCodeOf(e);
 }
 
 export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
 }
 
+/** A warning or note: always on stderr, whatever the output format (JSON output carries it too). */
 export function note(message: string): void {
   process.stderr.write(`note: ${message}\n`);
 }

@@ -7,11 +7,11 @@ import { EMPTY, filter, merge } from 'rxjs';
 import { StateStore, qemuAlive } from '../qemu/state.js';
 import { tailEventLog } from '../qemu/eventlog.js';
 import { Controller } from '../hotplug/controller.js';
-import { startReconcile } from '../hotplug/reconcile.js';
-import { UsageError, checkVmName } from '../host/validate.js';
-import type { QmpEvent } from '../qmp/messages.js';
+import type { VmEvent } from '../hotplug/events.js';
+import { UsageError } from '../errors.js';
+import { checkVmName } from '../host/validate.js';
 import type { GlobalOptions } from './commands.js';
-import { sleep } from '../qemu/launcher.js';
+import { pollUntil } from '../util/time.js';
 
 export interface WatchOptions {
   json?: boolean;
@@ -54,14 +54,14 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
     if (store && o.follow) lastPid = await waitForVm(store, vm, lastPid, () => stopping);
     if (stopping) break;
     const controller = (current = await Controller.open(external ? { qmp: external, name: vm } : { name: vm, store, monitor: 'events' }));
-    const others$ = store ? tailEventLog(store.eventLogPath(vm)).pipe(filter((e) => e.pid !== process.pid)) : EMPTY;
+    const others$ = store ? tailEventLog<VmEvent>(store.eventLogPath(vm)).pipe(filter((e) => e.pid !== process.pid)) : EMPTY;
     let lastEvent = '';
     const printing = merge(controller.events$, others$).subscribe((e) => {
       lastEvent = e.event;
       if (!o.quiet) print(vm, e, o.json);
       for (const hook of hooks) if (hook.event === e.event || hook.event === '*') void runHook(hook, vm, e);
     });
-    const reacting = o.reconcile ? startReconcile(controller, controller.events$, periodMs) : undefined;
+    const reacting = o.reconcile ? controller.startReconcile(controller.events$, periodMs) : undefined;
     process.stderr.write(`watching ${vm}${o.reconcile ? ' and reconciling' : ''} (Ctrl-C to stop)\n`);
     const reason = await controller.qmp.closed;
     printing.unsubscribe();
@@ -81,7 +81,7 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
   process.off('SIGTERM', onSignal);
 }
 
-function print(vm: string, e: QmpEvent, json?: boolean): void {
+function print(vm: string, e: VmEvent, json?: boolean): void {
   const { event, data, timestamp, source } = e;
   if (json) {
     process.stdout.write(JSON.stringify({ event, data, timestamp, vm, source }) + '\n');
@@ -92,7 +92,7 @@ function print(vm: string, e: QmpEvent, json?: boolean): void {
 }
 
 /** Runs one hook: argv only (no shell), the event as JSON on stdin and as MQH_* variables. */
-async function runHook(hook: Hook, vm: string, e: QmpEvent): Promise<void> {
+async function runHook(hook: Hook, vm: string, e: VmEvent): Promise<void> {
   const json = JSON.stringify({ event: e.event, data: e.data, timestamp: e.timestamp, vm, source: e.source });
   const env: Record<string, string> = {
     MQH_EVENT: e.event,
@@ -101,7 +101,7 @@ async function runHook(hook: Hook, vm: string, e: QmpEvent): Promise<void> {
     MQH_DATA: JSON.stringify(e.data),
     MQH_TIMESTAMP: String(e.timestamp.seconds + e.timestamp.microseconds / 1e6),
   };
-  for (const [key, value] of Object.entries(e.data)) {
+  for (const [key, value] of Object.entries(e.data as Record<string, unknown>)) {
     if (/^[a-z][a-z0-9_-]*$/i.test(key) && ['string', 'number', 'boolean'].includes(typeof value)) {
       env[`MQH_${key.toUpperCase().replace(/-/g, '_')}`] = String(value);
     }
@@ -117,12 +117,14 @@ async function runHook(hook: Hook, vm: string, e: QmpEvent): Promise<void> {
 
 /** Waits until a VM of that name runs with a pid other than `previous`. */
 async function waitForVm(store: StateStore, vm: string, previous: number | undefined, stop: () => boolean): Promise<number | undefined> {
-  while (!stop()) {
+  const started = () => {
+    if (stop()) return previous ?? -1;
     try {
       const record = store.read(vm);
       if (record && record.pid !== previous && qemuAlive(record)) return record.pid;
     } catch {}
-    await sleep(200);
-  }
-  return previous;
+    return undefined;
+  };
+  const pid = await pollUntil(started, Infinity, 200);
+  return pid === -1 ? previous : pid;
 }

@@ -13,6 +13,7 @@
  */
 import { type ResultPromise, execa } from 'execa';
 import { HostCommandError, ipBinary } from './ip.js';
+import { trace } from '../util/trace.js';
 
 /** Names, keywords and numbers only: nothing ip's batch parser would treat as quote, comment or separator. */
 const SAFE_TOKEN = /^[A-Za-z0-9_.:-]+$/;
@@ -75,6 +76,7 @@ export class IpBatch {
     const marker = this.line;
     return new Promise<void>((resolve, reject) => {
       this.pending.set(marker, { argv, resolve, reject });
+      trace('ip', '>', argv.join(' '));
       proc.stdin!.write(`${argv.join(' ')}\nmqh-marker\n`);
     });
   }
@@ -100,7 +102,10 @@ export class IpBatch {
       const error = this.errors.get(n - 1);
       this.errors.delete(n - 1);
       if (error === undefined) request.resolve();
-      else request.reject(new HostCommandError([ipBinary(), ...request.argv], error));
+      else {
+        trace('ip', '!', error);
+        request.reject(new HostCommandError([ipBinary(), ...request.argv], error));
+      }
     }
     this.stderr = this.stderr.slice(consumed);
   }

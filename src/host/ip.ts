@@ -2,13 +2,15 @@
  * The host's network links: reads from sysfs where a read is enough (no exec on the hot path), and
  * `ip` through execa with an argv array (never a shell) where something must change.
  */
-import { constants, accessSync, existsSync, readFileSync } from 'node:fs';
+import { closeSync, constants, accessSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { execa } from 'execa';
+import { MqHotplugError, UsageError } from '../errors.js';
+import { trace } from '../util/trace.js';
 import { checkIfname } from './validate.js';
 
 const SYS_NET = '/sys/class/net';
 
-export class HostCommandError extends Error {
+export class HostCommandError extends MqHotplugError {
   override name = 'HostCommandError';
   constructor(
     readonly argv: string[],
@@ -39,6 +41,7 @@ export function findIp(): string | undefined {
 
 export async function ip(args: string[]): Promise<string> {
   const argv = [ipBinary(), ...args];
+  trace('ip', '>', args.join(' '));
   try {
     // no cleanup handler, no final-newline stripping: about 0.4 ms less per exec (measured)
     const { stdout } = await execa(argv[0]!, args, { stdin: 'ignore', cleanup: false, stripFinalNewline: false });
@@ -59,13 +62,36 @@ export function isBridge(name: string): boolean {
   return existsSync(`${SYS_NET}/${checkIfname(name)}/bridge`);
 }
 
-export function vhostNetUsable(path = '/dev/vhost-net'): boolean {
+export const VHOST_NET = '/dev/vhost-net';
+
+/**
+ * /dev/vhost-net (or `path`) opens read-write, as QEMU will open it. Opening, not access(): a node
+ * with no driver behind it (made by hand, or in a container) passes access() but fails open()
+ * with ENODEV, and QEMU 7.2 would then abort the VM.
+ */
+export function vhostNetUsable(path = VHOST_NET): boolean {
   try {
-    accessSync(path, constants.R_OK | constants.W_OK);
+    closeSync(openSync(path, constants.O_RDWR | constants.O_NONBLOCK));
     return true;
   } catch {
     return false;
   }
+}
+
+export type VhostMode = 'auto' | 'on' | 'off';
+
+/**
+ * Whether a NIC gets vhost: 'off' never, 'on' only where vhost-net is usable (QEMU 7.2 aborts the
+ * whole VM on netdev_add vhost=on without it, so it is refused, never sent), 'auto' where usable.
+ * `note` says why auto turned it off.
+ */
+export function decideVhost(mode: VhostMode, usable: () => boolean = vhostNetUsable): { vhost: boolean; note?: string } {
+  if (mode === 'off') return { vhost: false };
+  if (usable()) return { vhost: true };
+  if (mode === 'on') {
+    throw new UsageError(`vhost 'on' needs ${VHOST_NET}, which is missing or not accessible here; use --vhost auto or off`);
+  }
+  return { vhost: false, note: `vhost off: ${VHOST_NET} is not available on this host` };
 }
 
 /** The bridge a link is enslaved to, from sysfs (`master` link), or undefined. */

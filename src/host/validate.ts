@@ -2,11 +2,7 @@
  * Validation of every name that reaches `ip` or QMP. Each check throws a UsageError whose one-line
  * message names the bad value and what would be valid.
  */
-
-/** Bad input from the user: the CLI prints the message alone and exits with code 2. */
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
+import { UsageError } from '../errors.js';
 
 /** Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no '/', ':' or white space; we allow a safe subset. */
 const IFNAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/;

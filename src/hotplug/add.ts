@@ -1,21 +1,24 @@
 /**
  * Hot-plugging a multiqueue virtio-net NIC, as one transaction:
- *   1. preflight: every check before anything is sent (one pipelined QMP burst + sysfs reads);
- *   2. netdev_add (QEMU creates the multiqueue tap), device_add, and a qom-get that confirms the
- *      device, sent pipelined;
+ *   1. plan (preflight): every check before anything is sent (one pipelined QMP burst + sysfs reads);
+ *   2. netdev_add (QEMU creates the multiqueue tap) and device_add, sent pipelined;
  *   3. DEVICE_ADDED published on the event stream; the bridging reaction attaches the tap and sets it up;
- *   4. the record gains the NIC.
+ *   4. a qom-get confirms the device while the record gains the NIC.
  * A failure after step 2 undoes what was done, in reverse order, and says so.
+ *
+ * `planNic` alone is the dry run: it changes nothing and returns what `executeAdd` would send.
  */
 import { randomBytes } from 'node:crypto';
-import { attachArgs, findIp, ipBinary, isBridge, linkExists, vhostNetUsable } from '../host/ip.js';
-import { UsageError, checkIfname, checkInt, checkMac, checkQemuId } from '../host/validate.js';
-import { nextEvent, forDevice } from '../qmp/events.js';
-import { type NicRecord, type NicSpec, qemuAlive } from '../qemu/state.js';
-import type { Controller } from './controller.js';
-import { HotplugError } from './errors.js';
+import { attachArgs, decideVhost, type VhostMode } from '../host/ip.js';
+import { checkChoice, checkIfname, checkInt, checkMac, checkQemuId } from '../host/validate.js';
+import { UsageError } from '../errors.js';
+import { forDevice, nextEvent } from '../qmp/events.js';
+import { type NicSpec, nicRecord } from '../qemu/state.js';
+import type { HotplugContext } from './context.js';
+import { HotplugError, NOTHING_UNDONE, type RollbackReport } from './errors.js';
+import { fromController } from './events.js';
+import { filter } from 'rxjs';
 import { type LiveVm, inspectVm, nicMacs } from './inspect.js';
-import { showLink } from '../host/ip.js';
 import { rollbackNic } from './remove.js';
 
 export const MAX_QUEUES = 256; // MAX_TAP_QUEUES in the kernel's tun driver
@@ -29,16 +32,21 @@ export interface AddRequest {
   ifname?: string;
   mac?: string;
   id?: string;
-  vhost?: 'auto' | 'on' | 'off';
+  vhost?: VhostMode;
   /** Wait this long for the guest driver to take the NIC (NIC_RX_FILTER_CHANGED). */
   waitGuestMs?: number;
-  dryRun?: boolean;
 }
 
+export interface QmpCommand {
+  execute: string;
+  arguments: Record<string, unknown>;
+}
+
+/** What an add will do: the NIC, and the exact QMP commands and ip argv. */
 export interface AddPlan extends NicSpec {
   bridge: string | null;
   notes: string[];
-  commands: { execute: string; arguments: Record<string, unknown> }[];
+  commands: [netdevAdd: QmpCommand, deviceAdd: QmpCommand];
   ipArgv: string[];
 }
 
@@ -48,10 +56,12 @@ export interface AddTimings {
   plug: number;
   bridging: number;
   confirm: number;
+  /** the four above (a guest wait is not part of the add) */
   total: number;
 }
 
-export interface AddResult extends Omit<AddPlan, 'commands' | 'ipArgv' | 'notes'> {
+export interface AddResult extends NicSpec {
+  bridge: string | null;
   notes: string[];
   timings: AddTimings;
   guestReady?: boolean;
@@ -59,131 +69,126 @@ export interface AddResult extends Omit<AddPlan, 'commands' | 'ipArgv' | 'notes'
 }
 
 /** All checks and choices; throws UsageError (nothing sent, nothing changed) on bad input. */
-export async function planAdd(vm: Controller, request: AddRequest, live?: LiveVm): Promise<AddPlan> {
+export async function planNic(ctx: HotplugContext, request: AddRequest, live?: LiveVm): Promise<AddPlan> {
+  const { host } = ctx;
   const notes: string[] = [];
   const queues = checkInt(request.queues, 'queue count', 1, MAX_QUEUES);
   if (request.id !== undefined) checkQemuId(request.id, 'NIC id');
   if (request.ifname !== undefined) checkIfname(request.ifname, 'tap name');
   const requestedMac = request.mac === undefined ? undefined : checkMac(request.mac);
-  const vhostMode = request.vhost ?? 'auto';
-  if (!['auto', 'on', 'off'].includes(vhostMode)) throw new UsageError(`invalid vhost '${vhostMode}': use auto, on or off`);
+  const vhostMode = checkChoice(request.vhost ?? 'auto', 'vhost', ['auto', 'on', 'off'] as const);
 
-  if (!findIp()) throw new UsageError(`'${ipBinary()}' not found in PATH: the tap could not be bridged (install iproute2)`);
-  const record = vm.record();
+  if (!host.findIp()) throw new UsageError(`'${host.ipArgv([])[0]}' not found in PATH: the tap could not be bridged (install iproute2)`);
+  const record = ctx.record.read();
   const bridge = request.bridge === undefined ? (record?.spec.bridge ?? null) : request.bridge || null;
   if (bridge !== null) {
     checkIfname(bridge, 'bridge name');
-    if (!linkExists(bridge)) throw new UsageError(`bridge '${bridge}' does not exist (create it: ip link add ${bridge} type bridge)`);
-    if (!isBridge(bridge)) throw new UsageError(`'${bridge}' is not a bridge; give --bridge the name of a Linux bridge`);
+    if (!host.linkExists(bridge)) throw new UsageError(`bridge '${bridge}' does not exist (create it: ip link add ${bridge} type bridge)`);
+    if (!host.isBridge(bridge)) throw new UsageError(`'${bridge}' is not a bridge; give --bridge the name of a Linux bridge`);
   }
+  const { vhost, note } = decideVhost(vhostMode, () => host.vhostNetUsable());
+  if (note) notes.push(note);
 
-  let vhost: boolean;
-  if (vhostMode === 'off') vhost = false;
-  else if (vhostNetUsable()) vhost = true;
-  else if (vhostMode === 'on') {
-    // QEMU 7.2 aborts (the VM dies) on netdev_add vhost=on without /dev/vhost-net: never send it.
-    throw new UsageError(`vhost 'on' needs /dev/vhost-net, which is missing or not accessible here; use --vhost auto or off`);
-  } else {
-    vhost = false;
-    notes.push('vhost off: /dev/vhost-net is not available on this host');
-  }
-
-  live ??= await inspectVm(vm.qmp, { askCpus: !record });
-  if (!live.running) throw new UsageError(`VM '${vm.name}' is ${live.status}, not running; hot-plug needs a running VM`);
+  live ??= await inspectVm(ctx.qmp, { askCpus: !record });
+  if (!live.running) throw new UsageError(`VM '${ctx.vm}' is ${live.status}, not running; hot-plug needs a running VM`);
   const cpus = record?.spec.cpus ?? live.cpus ?? 1;
   if (queues > cpus) notes.push(`${queues} queues for ${cpus} vCPUs: the guest enables ${cpus} pairs until 'ethtool -L <if> combined ${queues}'`);
 
   const recordedIds = new Set(record?.nics.map((n) => n.id));
-  const id = request.id ?? firstFree('nic', (c) => live.deviceIds.has(c) || recordedIds.has(c));
-  if (live.deviceIds.has(id) || recordedIds.has(id)) throw new UsageError(`NIC id '${id}' is already used in VM '${vm.name}'; pick another --id`);
+  const taken = (candidate: string) => live.deviceIds.has(candidate) || recordedIds.has(candidate);
+  const id = request.id ?? firstFree('nic', taken);
+  if (taken(id)) throw new UsageError(`NIC id '${id}' is already used in VM '${ctx.vm}'; pick another --id`);
   const netdev = `nd-${id}`;
 
   // MACs: ours from the record (a device's MAC cannot change), others asked of QEMU
   const unrecorded = live.nicIds.filter((nicId) => !recordedIds.has(nicId));
-  const macs = new Set([...(record?.nics.map((n) => n.mac) ?? []), ...(await nicMacs(vm.qmp, unrecorded))]);
+  const macs = new Set([...(record?.nics.map((n) => n.mac) ?? []), ...(await nicMacs(ctx.qmp, unrecorded))]);
   let mac: string;
   if (requestedMac !== undefined) {
-    if (macs.has(requestedMac)) throw new UsageError(`MAC '${requestedMac}' is already used in VM '${vm.name}'; pick another --mac`);
+    if (macs.has(requestedMac)) throw new UsageError(`MAC '${requestedMac}' is already used in VM '${ctx.vm}'; pick another --mac`);
     mac = requestedMac;
   } else {
     do mac = `52:54:00:${[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
     while (macs.has(mac));
   }
 
-  const tap = request.ifname ?? defaultTapName(vm.name, id);
-  if (linkExists(tap)) throw new UsageError(`tap name '${tap}' is already taken by a host interface; pick another --ifname`);
+  const tap = request.ifname ?? defaultTapName(ctx.vm, id, host.linkExists);
+  if (host.linkExists(tap)) throw new UsageError(`tap name '${tap}' is already taken by a host interface; pick another --ifname`);
 
   if (!live.freeBus) {
     throw new UsageError(
       live.q35
-        ? `VM '${vm.name}' has no free hot-plug slot: every pcie-root-port is taken (start it with more --hotplug-slots)`
-        : `VM '${vm.name}' has no free slot on pci.0`,
+        ? `VM '${ctx.vm}' has no free hot-plug slot: every pcie-root-port is taken (start it with more --hotplug-slots)`
+        : `VM '${ctx.vm}' has no free slot on pci.0`,
     );
   }
 
   const vectors = 2 * queues + 2; // one per rx and tx queue, one for config, one for control
-  const commands = [
-    { execute: 'netdev_add', arguments: { type: 'tap', id: netdev, ifname: tap, script: 'no', downscript: 'no', vhost, queues } },
-    {
-      execute: 'device_add',
-      // On a root port the device must sit at 0.0: QEMU would put a second one at 1.0, where the guest never looks.
-      arguments: { driver: 'virtio-net-pci', id, netdev, mac, mq: true, vectors, bus: live.freeBus, ...(live.q35 ? { addr: '0' } : {}) },
-    },
-  ];
-  return { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus: live.freeBus, notes, commands, ipArgv: [ipBinary(), ...attachArgs(tap, bridge ?? undefined)] };
+  const bus = live.freeBus;
+  return {
+    id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes,
+    commands: [
+      { execute: 'netdev_add', arguments: { type: 'tap', id: netdev, ifname: tap, script: 'no', downscript: 'no', vhost, queues } },
+      {
+        execute: 'device_add',
+        // On a root port the device must sit at 0.0: QEMU would put a second one at 1.0, where the guest never looks.
+        arguments: { driver: 'virtio-net-pci', id, netdev, mac, mq: true, vectors, bus, ...(live.q35 ? { addr: '0' } : {}) },
+      },
+    ],
+    ipArgv: host.ipArgv(attachArgs(tap, bridge ?? undefined)),
+  };
 }
 
-export async function addNic(vm: Controller, request: AddRequest): Promise<AddResult | AddPlan> {
-  if (!request.dryRun) vm.ip.start(); // its start-up overlaps the lock and the preflight
-  return vm.locked(async () => {
+/** Plans and executes an add under the VM's lock. */
+export async function addNic(ctx: HotplugContext, request: AddRequest): Promise<AddResult> {
+  ctx.host.warmUp(); // the batch ip's start-up overlaps the lock and the preflight
+  return ctx.record.locked(async () => {
     const started = performance.now();
-    const plan = await planAdd(vm, request);
-    if (request.dryRun) return plan;
-    const result = await executeAdd(vm, plan, request.waitGuestMs);
-    result.timings.preflight = performance.now() - started - result.timings.total;
-    result.timings.total += result.timings.preflight;
+    const plan = await planNic(ctx, request);
+    const preflight = performance.now() - started;
+    const result = await executeAdd(ctx, plan, request.waitGuestMs);
+    result.timings.preflight = preflight;
+    result.timings.total += preflight;
     return result;
   });
 }
 
-export async function executeAdd(vm: Controller, plan: AddPlan, waitGuestMs?: number): Promise<AddResult> {
+export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs?: number): Promise<AddResult> {
+  const { qmp } = ctx;
   const { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes } = plan;
-  const [netdevCmd, deviceCmd] = plan.commands as [AddPlan['commands'][0], AddPlan['commands'][0]];
+  const [netdevCmd, deviceCmd] = plan.commands;
   // Subscribed before device_add: the guest may take the NIC before device_add's answer is read.
   const guestTook =
     waitGuestMs !== undefined
-      ? nextEvent(vm.events$, 'NIC_RX_FILTER_CHANGED', (e) => e.data.name === id, waitGuestMs)
+      ? nextEvent(ctx.events$, 'NIC_RX_FILTER_CHANGED', (e) => e.source === 'qemu' && e.data.name === id, waitGuestMs)
       : undefined;
-  const bridged = nextEvent(vm.events$, ['NIC_BRIDGED', 'NIC_BRIDGE_FAILED'], forDevice(id), BRIDGING_TIMEOUT_MS);
+  const bridged = nextEvent(ctx.events$.pipe(filter(fromController)), ['NIC_BRIDGED', 'NIC_BRIDGE_FAILED'], forDevice(id), BRIDGING_TIMEOUT_MS);
 
   const t0 = performance.now();
   // Pipelined: if netdev_add fails, device_add fails too (no such netdev) and nothing exists.
   const [n, d] = await Promise.allSettled([
-    vm.qmp.execute(netdevCmd.execute, netdevCmd.arguments),
-    vm.qmp.execute(deviceCmd.execute, deviceCmd.arguments),
+    qmp.execute(netdevCmd.execute, netdevCmd.arguments),
+    qmp.execute(deviceCmd.execute, deviceCmd.arguments),
   ]);
-  if (n.status === 'rejected') throw await failure(vm, 'netdev_add', n.reason as Error);
-  if (d.status === 'rejected') throw await undo(vm, 'device_add', d.reason as Error, plan, false);
+  if (n.status === 'rejected') throw await failure(ctx, 'netdev_add', n.reason as Error);
+  if (d.status === 'rejected') throw await undo(ctx, 'device_add', d.reason as Error, plan, false);
 
   const t1 = performance.now();
-  vm.publish('DEVICE_ADDED', { device: id, netdev, tap, mac, queues, vectors, vhost, bridge, bus });
-  const outcome = await bridged.catch((e: Error) => ({ event: 'NIC_BRIDGE_FAILED', data: { error: e.message } }));
+  ctx.publish('DEVICE_ADDED', { device: id, netdev, tap, mac, queues, vectors, vhost, bridge, bus });
+  const outcome = await bridged.catch((e: Error) => e);
   const t2 = performance.now();
-  if (outcome.event === 'NIC_BRIDGE_FAILED') {
-    throw await undo(vm, bridge ? `attaching ${tap} to ${bridge}` : `setting ${tap} up`, new Error(String(outcome.data.error)), plan, true);
-  }
+  const bridgeError = outcome instanceof Error ? outcome : outcome.event === 'NIC_BRIDGE_FAILED' ? new Error(outcome.data.error) : undefined;
+  if (bridgeError) throw await undo(ctx, attachStep(plan), bridgeError, plan, true);
   // Last, QEMU confirms the device is there with our netdev: proof that the VM outlived the whole
   // add. The record is written while QEMU answers, and taken back if the answer is wrong.
-  const nic: NicRecord = { id, netdev, tap, mac, queues, vectors, vhost, bus, state: 'active', addedAt: new Date().toISOString() };
-  if (bridge) nic.bridge = bridge;
-  const confirming = vm.qmp.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'netdev' });
-  vm.updateRecord((r) => r.nics.push(nic));
+  const confirming = qmp.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'netdev' });
+  ctx.record.saveNic(nicRecord(plan, 'active'));
   try {
     const backend = await confirming;
     if (backend !== netdev) throw new Error(`device ${id} has netdev '${backend}', expected '${netdev}'`);
   } catch (e) {
-    vm.updateRecord((r) => (r.nics = r.nics.filter((n) => n.id !== id)));
-    throw await undo(vm, `confirming ${id}`, e as Error, plan, true);
+    ctx.record.forgetNic(id);
+    throw await undo(ctx, `confirming ${id}`, e as Error, plan, true);
   }
   const t3 = performance.now();
 
@@ -191,39 +196,33 @@ export async function executeAdd(vm: Controller, plan: AddPlan, waitGuestMs?: nu
   const result: AddResult = { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes, timings };
   if (guestTook) {
     result.guestReady = await guestTook.then(() => true, () => false);
-    result.activeQueues = (await showLink(tap))?.numQueues;
+    result.activeQueues = (await ctx.host.showLink(tap))?.numQueues;
   }
   return result;
 }
+
+const attachStep = (plan: AddPlan) => (plan.bridge ? `attaching ${plan.tap} to ${plan.bridge}` : `setting ${plan.tap} up`);
 
 /**
  * The error for a failed step. With the QMP connection lost nothing more can be undone: if QEMU's
  * process is gone, its tap, netdev and device went with it; otherwise they are reported pending.
  */
-async function failure(vm: Controller, step: string, cause: Error, plan?: AddPlan, undone: string[] = [], pending: string[] = []): Promise<HotplugError> {
-  if (!vm.qmp.isReady) {
-    if (await qemuExited(vm)) {
-      return new HotplugError(step, new Error(`QEMU of VM '${vm.name}' exited during the hot-plug (${cause.message}); its tap, netdev and device went with it`));
-    }
-    const left = plan ? [`netdev ${plan.netdev} and tap ${plan.tap}`, `device ${plan.id} if QEMU made it`] : [];
-    return new HotplugError(step, new Error(`the QMP connection was lost (${cause.message}); check with 'mq-hotplug nics ${vm.name}'`), undone, left);
+async function failure(ctx: HotplugContext, step: string, cause: Error, plan?: AddPlan, report: RollbackReport = NOTHING_UNDONE): Promise<HotplugError> {
+  if (ctx.qmp.isReady) return new HotplugError(step, cause, report);
+  if (await ctx.record.qemuExited()) {
+    return new HotplugError(step, new Error(`QEMU of VM '${ctx.vm}' exited during the hot-plug (${cause.message}); its tap, netdev and device went with it`));
   }
-  return new HotplugError(step, cause, undone, pending);
+  const left = plan ? [`netdev ${plan.netdev} and tap ${plan.tap}`, `device ${plan.id} if QEMU made it`] : [];
+  return new HotplugError(step, new Error(`the QMP connection was lost (${cause.message}); check with 'mq-hotplug nics ${ctx.vm}'`), {
+    ...report,
+    pending: left,
+  });
 }
 
 /** Rolls back a half-made NIC and returns the error that says what was undone. */
-async function undo(vm: Controller, step: string, cause: Error, plan: AddPlan, deviceExists: boolean): Promise<HotplugError> {
-  if (!vm.qmp.isReady) return failure(vm, step, cause, plan);
-  const { undone, pending } = await rollbackNic(vm, plan, deviceExists);
-  return failure(vm, step, cause, plan, undone, pending);
-}
-
-/** True when the VM's QEMU process is gone (waiting briefly: a killed QEMU closes its sockets before it is reaped). */
-async function qemuExited(vm: Controller): Promise<boolean> {
-  const record = vm.record();
-  if (!record) return false; // a VM given by --qmp: its process is not ours to judge
-  for (let i = 0; i < 50 && qemuAlive(record); i++) await new Promise((r) => setTimeout(r, 20));
-  return !qemuAlive(record);
+async function undo(ctx: HotplugContext, step: string, cause: Error, plan: AddPlan, deviceExists: boolean): Promise<HotplugError> {
+  if (!ctx.qmp.isReady) return failure(ctx, step, cause, plan);
+  return failure(ctx, step, cause, plan, await rollbackNic(ctx, plan, deviceExists));
 }
 
 function firstFree(prefix: string, taken: (candidate: string) => boolean): string {
@@ -231,11 +230,11 @@ function firstFree(prefix: string, taken: (candidate: string) => boolean): strin
 }
 
 /** "<vm>-<id>" when it fits in 15 characters and is free, else "mqh" and 6 random hex digits. */
-function defaultTapName(vmName: string, id: string): string {
+function defaultTapName(vmName: string, id: string, exists: (name: string) => boolean): string {
   const readable = `${vmName}-${id}`;
-  if (readable.length <= 15 && /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(readable) && !linkExists(readable)) return readable;
+  if (readable.length <= 15 && /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(readable) && !exists(readable)) return readable;
   for (;;) {
     const random = `mqh${randomBytes(3).toString('hex')}`;
-    if (!linkExists(random)) return random;
+    if (!exists(random)) return random;
   }
 }

@@ -1,35 +1,25 @@
 /**
  * The bridging reaction: on the controller's DEVICE_ADDED, attach the NIC's tap to its bridge and
- * set it up (one `ip link set dev TAP master BR up`, through the controller's long-lived ip), then
- * publish NIC_BRIDGED, or NIC_BRIDGE_FAILED with the error. `add` waits for one of the two.
+ * set it up (one `ip link set dev TAP master BR up`, through the long-lived ip), then publish
+ * NIC_BRIDGED, or NIC_BRIDGE_FAILED with the error. `add` waits for one of the two.
  */
 import { type Subscription, concatMap, filter } from 'rxjs';
 import { attachArgs } from '../host/ip.js';
-import { ofEvent } from '../qmp/events.js';
-import type { Controller } from './controller.js';
+import type { HotplugContext } from './context.js';
+import type { ControllerEvent } from './events.js';
 
-export interface DeviceAddedData {
-  device: string;
-  tap: string;
-  bridge?: string;
-  mac: string;
-  queues: number;
-  bus: string;
-  [k: string]: unknown;
-}
+type DeviceAdded = Extract<ControllerEvent, { event: 'DEVICE_ADDED' }>;
 
-export function startBridging(controller: Controller): Subscription {
-  return controller.events$
+export function startBridging(ctx: HotplugContext): Subscription {
+  return ctx.events$
     .pipe(
-      ofEvent('DEVICE_ADDED'),
-      filter((e) => e.source === 'controller'),
-      concatMap(async (e) => {
-        const { device, tap, bridge } = e.data as DeviceAddedData;
+      filter((e): e is DeviceAdded => e.source === 'controller' && e.event === 'DEVICE_ADDED'),
+      concatMap(async ({ data: { device, tap, bridge } }) => {
         try {
-          await controller.ip.run(attachArgs(tap, bridge));
-          controller.publish('NIC_BRIDGED', { device, tap, bridge: bridge ?? null });
+          await ctx.host.ip(attachArgs(tap, bridge ?? undefined));
+          ctx.publish('NIC_BRIDGED', { device, tap, bridge });
         } catch (err) {
-          controller.publish('NIC_BRIDGE_FAILED', { device, tap, bridge: bridge ?? null, error: (err as Error).message });
+          ctx.publish('NIC_BRIDGE_FAILED', { device, tap, bridge, error: (err as Error).message });
         }
       }),
     )

@@ -1,23 +1,27 @@
 /**
- * A connected VM: its control monitor plus the controller's own events. QEMU has no DEVICE_ADDED,
- * so the controller publishes one (and NIC_BRIDGED, NIC_UNPLUG_PENDING, NIC_REMOVED...) on the same
- * stream as QEMU's events, marked `source: 'controller'`. Reactions (bridging) subscribe to it.
+ * A connected VM: a thin facade that builds the hot-plug context (context.ts) from a QMP client,
+ * the VM's record and this host, and offers the operations on it. QEMU has no DEVICE_ADDED, so
+ * the controller publishes one (and NIC_BRIDGED, NIC_REMOVED..., see events.ts) on the same stream
+ * as QEMU's events, marked `source: 'controller'`. Reactions (bridging) subscribe to it.
  *
  *   const vm = await Controller.open({ name: 'vm1' });
  *   vm.events$.pipe(ofEvent('DEVICE_ADDED')).subscribe((e) => console.log(e.data.device));
  *   await vm.addNic({ queues: 8, bridge: 'br0' });
  *   await vm.close();
  */
-import { type Observable, Subject, type Subscription, merge, share } from 'rxjs';
+import { type Observable, type Subscription, Subject, map, merge, share } from 'rxjs';
 import { QmpClient } from '../qmp/client.js';
-import { type QmpEvent, nowTimestamp } from '../qmp/messages.js';
-import { StateError, StateStore, type VmRecord, qemuAlive } from '../qemu/state.js';
+import { nowTimestamp } from '../qmp/messages.js';
+import { StateError, StateStore, qemuAlive } from '../qemu/state.js';
 import { checkVmName } from '../host/validate.js';
+import { type AddPlan, type AddRequest, type AddResult, addNic, planNic } from './add.js';
+import { LinuxHost, StoredRecord, UnrecordedVm } from './adapters.js';
 import { startBridging } from './bridging.js';
-import { IpBatch } from '../host/ip-batch.js';
-import { type AddPlan, type AddRequest, type AddResult, addNic } from './add.js';
-import { type RemoveResult, removeNic } from './remove.js';
+import type { HotplugContext } from './context.js';
+import type { ControllerEvent, ControllerEventData, ControllerEventName, VmEvent } from './events.js';
 import { type NicView, listNics } from './nics.js';
+import { startReconcile } from './reconcile.js';
+import { type RemoveResult, removeNic } from './remove.js';
 
 export interface OpenOptions {
   /** VM name in the state directory. */
@@ -40,21 +44,30 @@ function envMs(name: string, fallback: number): number {
 }
 
 export class Controller {
-  readonly events$: Observable<QmpEvent>;
-  /** The controller's long-lived ip; `add` starts it first thing, so its start-up overlaps the preflight. */
-  readonly ip: IpBatch;
-  private readonly own = new Subject<QmpEvent>();
+  /** QEMU's events and the controller's own, hot and shared. */
+  readonly events$: Observable<VmEvent>;
+  /** The ports the hot-plug functions work through (for callers of add.ts, remove.ts ... directly). */
+  readonly context: HotplugContext;
+  private readonly own = new Subject<ControllerEvent>();
   private readonly reactions: Subscription;
 
   private constructor(
     readonly qmp: QmpClient,
     readonly name: string,
-    readonly store: StateStore | undefined,
-    ip: IpBatch,
+    private readonly host: LinuxHost,
+    private readonly store: StateStore | undefined,
   ) {
-    this.ip = ip;
-    this.events$ = merge(qmp.events$, this.own).pipe(share());
-    this.reactions = startBridging(this);
+    const qemu$ = qmp.events$.pipe(map((e): VmEvent => ({ ...e, source: 'qemu' })));
+    this.events$ = merge(qemu$, this.own).pipe(share());
+    this.context = {
+      vm: name,
+      qmp,
+      events$: this.events$,
+      record: store ? new StoredRecord(store, name) : new UnrecordedVm(),
+      host,
+      publish: (event, data) => this.publish(event, data),
+    };
+    this.reactions = startBridging(this.context);
   }
 
   static async open(options: OpenOptions): Promise<Controller> {
@@ -68,8 +81,8 @@ export class Controller {
       if (!qemuAlive(record)) throw new StateError(`VM '${name}' is not running (its QEMU, pid ${record.pid}, is gone); 'mq-hotplug stop ${name}' cleans up`);
       target = options.monitor === 'events' ? record.eventsQmp : record.qmp;
     }
-    const ip = new IpBatch(); // else started by the first add or attach: not for commands that never need it
-    if (options.startIp) ip.start();
+    const host = new LinuxHost(); // its batch ip starts with the first change, not for read-only commands
+    if (options.startIp) host.warmUp();
     let qmp: QmpClient;
     try {
       qmp = await QmpClient.connect(target, {
@@ -78,28 +91,15 @@ export class Controller {
         commandTimeoutMs: options.commandTimeoutMs ?? envMs('MQ_HOTPLUG_QMP_TIMEOUT_MS', 30_000),
       });
     } catch (e) {
-      ip.close();
+      host.close();
       throw e;
     }
-    return new Controller(qmp, name, store, ip);
-  }
-
-  /** The VM's record, read fresh (undefined for a VM given by --qmp). */
-  record(): VmRecord | undefined {
-    return this.store?.read(this.name);
-  }
-
-  /** Changes the record under the caller's lock; no-op for a VM given by --qmp. */
-  updateRecord(change: (r: VmRecord) => void): void {
-    const record = this.record();
-    if (!record || !this.store) return;
-    change(record);
-    this.store.write(record);
+    return new Controller(qmp, name, host, store);
   }
 
   /** Publishes a controller event here and to the VM's event log (for watchers in other processes). */
-  publish(event: string, data: Record<string, unknown>): QmpEvent {
-    const e: QmpEvent = { event, data, timestamp: nowTimestamp(), source: 'controller' };
+  publish<K extends ControllerEventName>(event: K, data: ControllerEventData[K]): void {
+    const e = { event, data, timestamp: nowTimestamp(), source: 'controller' } as ControllerEvent;
     if (this.store) {
       try {
         this.store.appendEvent(this.name, { ...e, vm: this.name });
@@ -108,32 +108,41 @@ export class Controller {
       }
     }
     this.own.next(e);
-    return e;
   }
 
-  /** Hot-plugs a multiqueue NIC (see add.ts); with dryRun, returns the plan and changes nothing. */
-  addNic(request: AddRequest): Promise<AddResult | AddPlan> {
-    return addNic(this, request);
+  /** What an add would do, with every check made; changes nothing (the dry run). */
+  planNic(request: AddRequest): Promise<AddPlan> {
+    return planNic(this.context, request);
+  }
+
+  /** Hot-plugs a multiqueue NIC (see add.ts). */
+  addNic(request: AddRequest): Promise<AddResult> {
+    return addNic(this.context, request);
   }
 
   /** Hot-unplugs a NIC by id, tap name or MAC (see remove.ts). */
   removeNic(selector: string, timeoutMs?: number): Promise<RemoveResult> {
-    return removeNic(this, selector, timeoutMs);
+    return removeNic(this.context, selector, timeoutMs);
   }
 
   listNics(): Promise<NicView[]> {
-    return listNics(this);
+    return listNics(this.context);
   }
 
-  async close(): Promise<void> {
-    this.ip.close();
-    this.reactions.unsubscribe();
-    this.own.complete();
-    await this.qmp.close();
+  /** The reconcile reactions (see reconcile.ts), on this VM's events or another stream of them. */
+  startReconcile(events$: Observable<VmEvent> = this.events$, periodMs?: number): Subscription {
+    return startReconcile(this.context, events$, periodMs);
   }
 
   /** Runs fn under the VM's lock (no lock for a VM given by --qmp). */
   locked<T>(fn: () => Promise<T>): Promise<T> {
-    return this.store ? this.store.withLock(this.name, fn) : fn();
+    return this.context.record.locked(fn);
+  }
+
+  async close(): Promise<void> {
+    this.host.close();
+    this.reactions.unsubscribe();
+    this.own.complete();
+    await this.qmp.close();
   }
 }

@@ -2,7 +2,7 @@
  * The live VM as QEMU sees it, fetched with one pipelined burst of QMP commands (one round trip):
  * machine type, run state, vCPUs, device ids, NIC MACs and the free hot-plug buses.
  */
-import type { QmpClient } from '../qmp/client.js';
+import type { QmpPort } from './context.js';
 
 interface PciDevice {
   slot: number;
@@ -34,7 +34,7 @@ const PCI_SLOTS = 32;
 const Q35_HOST_BRIDGE = 0x29c0;
 
 /** Each QMP command costs QEMU about 0.3 ms even pipelined (it runs them one by one): ask only what is needed. */
-export async function inspectVm(qmp: QmpClient, { askCpus = true } = {}): Promise<LiveVm> {
+export async function inspectVm(qmp: QmpPort, { askCpus = true } = {}): Promise<LiveVm> {
   const [status, peripherals, pci, cpus] = await Promise.all([
     qmp.execute<{ running: boolean; status: string }>('query-status'),
     qmp.execute<{ name: string; type: string }[]>('qom-list', { path: '/machine/peripheral' }),
@@ -88,12 +88,12 @@ export interface LiveNic {
  * MACs of the given NICs. query-rx-filter would give them in one command, but it carries each NIC's
  * whole VLAN table (4096 entries): its cost grew with every NIC. qom-get is small, and pipelined.
  */
-export function nicMacs(qmp: QmpClient, ids: string[]): Promise<string[]> {
+export function nicMacs(qmp: QmpPort, ids: string[]): Promise<string[]> {
   return Promise.all(ids.map((id) => qmp.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'mac' }).then((m) => m.toLowerCase())));
 }
 
 /** Every virtio-net-pci NIC under /machine/peripheral with its QOM properties (pipelined). */
-export async function liveNics(qmp: QmpClient): Promise<LiveNic[]> {
+export async function liveNics(qmp: QmpPort): Promise<LiveNic[]> {
   const [peripherals, network] = await Promise.all([
     qmp.execute<{ name: string; type: string }[]>('qom-list', { path: '/machine/peripheral' }),
     qmp.execute<string>('human-monitor-command', { 'command-line': 'info network' }),

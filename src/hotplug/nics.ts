@@ -2,8 +2,7 @@
  * The NICs of a VM as they really are: QOM under /machine/peripheral, joined with the host's view
  * of each tap (`ip -j -d link show`, one exec) and with the record, reporting any drift between them.
  */
-import { showLinks } from '../host/ip.js';
-import type { Controller } from './controller.js';
+import type { HotplugContext } from './context.js';
 import { liveNics } from './inspect.js';
 
 export interface NicView {
@@ -24,9 +23,9 @@ export interface NicView {
   drift: string[];
 }
 
-export async function listNics(vm: Controller): Promise<NicView[]> {
-  const [live, links] = await Promise.all([liveNics(vm.qmp), showLinks()]);
-  const recordedList = vm.record()?.nics ?? [];
+export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
+  const [live, links] = await Promise.all([liveNics(ctx.qmp), ctx.host.showLinks()]);
+  const recordedList = ctx.record.read()?.nics ?? [];
   const recorded = new Map(recordedList.map((n) => [n.id, n]));
   // in the order they were added (QOM lists children in hash order), unrecorded ones last
   const rank = (id: string) => {
@@ -41,7 +40,7 @@ export async function listNics(vm: Controller): Promise<NicView[]> {
     const tapName = nic.tap ?? rec?.tap ?? null;
     const link = tapName ? links.get(tapName) : undefined;
     const drift: string[] = [];
-    if (!rec && vm.store) drift.push('not in the record (added outside mq-hotplug?)');
+    if (!rec && ctx.record.keeps) drift.push('not in the record (added outside mq-hotplug?)');
     if (rec && rec.mac !== nic.mac) drift.push(`MAC ${nic.mac}, record says ${rec.mac}`);
     if (rec && nic.tap && rec.tap !== nic.tap) drift.push(`tap ${nic.tap}, record says ${rec.tap}`);
     if (tapName && !link) drift.push(`tap ${tapName} missing on the host`);

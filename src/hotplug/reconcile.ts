@@ -7,48 +7,49 @@
  * Each reaction takes the VM's lock, so it never races a `remove` or `add` in another process.
  */
 import { type Observable, type Subscription, concatMap, filter, interval, map, merge } from 'rxjs';
-import { attachArgs, linkExists, linkIsUp, masterOf } from '../host/ip.js';
-import type { QmpEvent } from '../qmp/messages.js';
-import type { Controller } from './controller.js';
+import { attachArgs } from '../host/ip.js';
+import type { HotplugContext } from './context.js';
+import type { VmEvent } from './events.js';
 import { finishRemoval } from './remove.js';
 
-export function startReconcile(vm: Controller, events$: Observable<QmpEvent> = vm.events$, periodMs = 5000): Subscription {
+export function startReconcile(ctx: HotplugContext, events$: Observable<VmEvent> = ctx.events$, periodMs = 5000): Subscription {
   const deleted$ = events$.pipe(
     filter((e) => e.event === 'DEVICE_DELETED' && e.source === 'qemu' && typeof e.data.device === 'string'),
-    map((e) => ({ kind: 'deleted' as const, device: e.data.device as string })),
+    map((e) => ({ kind: 'deleted' as const, device: (e.data as { device: string }).device })),
   );
   const check$ = merge(interval(periodMs), events$.pipe(filter((e) => e.event !== 'DEVICE_DELETED'))).pipe(map(() => ({ kind: 'check' as const })));
   return merge(deleted$, check$)
     .pipe(
       concatMap(async (job) => {
         try {
-          if (job.kind === 'deleted') await vm.locked(() => forgetDeleted(vm, job.device));
-          else await vm.locked(() => reattachTaps(vm));
+          if (job.kind === 'deleted') await ctx.record.locked(() => forgetDeleted(ctx, job.device));
+          else await ctx.record.locked(() => reattachTaps(ctx));
         } catch (e) {
-          vm.publish('RECONCILE_FAILED', { error: (e as Error).message });
+          ctx.publish('RECONCILE_FAILED', { error: (e as Error).message });
         }
       }),
     )
     .subscribe();
 }
 
-async function forgetDeleted(vm: Controller, device: string): Promise<void> {
-  const nic = vm.record()?.nics.find((n) => n.id === device);
+async function forgetDeleted(ctx: HotplugContext, device: string): Promise<void> {
+  const nic = ctx.record.read()?.nics.find((n) => n.id === device);
   if (!nic) return; // not ours, or a `remove` already finished it
-  await finishRemoval(vm, nic, nic.state === 'unplug-pending' ? 'pending unplug completed' : 'guest-initiated unplug');
+  await finishRemoval(ctx, nic, nic.state === 'unplug-pending' ? 'pending unplug completed' : 'guest-initiated unplug');
 }
 
-async function reattachTaps(vm: Controller): Promise<void> {
-  for (const nic of vm.record()?.nics ?? []) {
-    if (nic.state !== 'active' || !linkExists(nic.tap)) continue;
-    const master = masterOf(nic.tap);
-    if ((nic.bridge && master !== nic.bridge) || !linkIsUp(nic.tap)) {
-      if (nic.bridge && !linkExists(nic.bridge)) {
-        vm.publish('NIC_BRIDGE_MISSING', { device: nic.id, tap: nic.tap, bridge: nic.bridge });
+async function reattachTaps(ctx: HotplugContext): Promise<void> {
+  const { host } = ctx;
+  for (const nic of ctx.record.read()?.nics ?? []) {
+    if (nic.state !== 'active' || !host.linkExists(nic.tap)) continue;
+    const master = host.masterOf(nic.tap);
+    if ((nic.bridge && master !== nic.bridge) || !host.linkIsUp(nic.tap)) {
+      if (nic.bridge && !host.linkExists(nic.bridge)) {
+        ctx.publish('NIC_BRIDGE_MISSING', { device: nic.id, tap: nic.tap, bridge: nic.bridge });
         continue;
       }
-      await vm.ip.run(attachArgs(nic.tap, nic.bridge));
-      vm.publish('NIC_REATTACHED', { device: nic.id, tap: nic.tap, bridge: nic.bridge ?? null, was: master ?? null });
+      await host.ip(attachArgs(nic.tap, nic.bridge));
+      ctx.publish('NIC_REATTACHED', { device: nic.id, tap: nic.tap, bridge: nic.bridge ?? null, was: master ?? null });
     }
   }
 }

@@ -19,7 +19,7 @@ export function checkKvm(): KvmCheck {
   if (existsSync('/sys/module/kvm_pvm')) {
     return { usable: false, reason: 'KVM here is the nested kvm_pvm module, which cannot run a full guest' };
   }
-  let cpuinfo = '';
+  let cpuinfo: string;
   try {
     cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
   } catch {

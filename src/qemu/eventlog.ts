@@ -5,13 +5,13 @@
  */
 import fs from 'node:fs';
 import { Observable } from 'rxjs';
-import type { QmpEvent } from '../qmp/messages.js';
 
-export type LoggedEvent = QmpEvent & { vm: string; pid: number };
+/** A line of the log: the event as published, with the VM's name and the writer's pid. */
+export type Logged<E> = E & { vm: string; pid: number };
 
 /** Events appended to `file` after subscription (optionally from its start), polled every `intervalMs`. */
-export function tailEventLog(file: string, { fromStart = false, intervalMs = 50 } = {}): Observable<LoggedEvent> {
-  return new Observable<LoggedEvent>((subscriber) => {
+export function tailEventLog<E extends object>(file: string, { fromStart = false, intervalMs = 50 } = {}): Observable<Logged<E>> {
+  return new Observable<Logged<E>>((subscriber) => {
     let offset = fromStart ? 0 : sizeOf(file);
     let partial = '';
     const poll = () => {
@@ -27,7 +27,7 @@ export function tailEventLog(file: string, { fromStart = false, intervalMs = 50 
         partial = lines.pop() ?? '';
         for (const line of lines) {
           try {
-            if (line.trim()) subscriber.next(JSON.parse(line) as LoggedEvent);
+            if (line.trim()) subscriber.next(JSON.parse(line) as Logged<E>);
           } catch {
             // a torn or foreign line: skip it, the log is advisory
           }

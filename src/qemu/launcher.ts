@@ -11,8 +11,10 @@ import { type AccelChoice, resolveAccel } from './accel.js';
 import { type VmSpec, qemuArgv } from './spec.js';
 import { STATE_VERSION, StateError, StateStore, type VmRecord, pidAlive, qemuAlive } from './state.js';
 import { checkVmName } from '../host/validate.js';
+import { MqHotplugError } from '../errors.js';
+import { pollUntil, within } from '../util/time.js';
 
-export class StartError extends Error {
+export class StartError extends MqHotplugError {
   override name = 'StartError';
 }
 
@@ -155,11 +157,7 @@ export async function stopVm(store: StateStore, name: string, timeoutMs = 10_000
 async function killPid(pid: number, timeoutMs: number): Promise<'SIGTERM' | 'SIGKILL'> {
   if (!pidAlive(pid)) return 'SIGTERM';
   process.kill(pid, 'SIGTERM');
-  const deadline = Date.now() + Math.min(timeoutMs, 5000);
-  while (Date.now() < deadline) {
-    if (!pidAlive(pid)) return 'SIGTERM';
-    await sleep(20);
-  }
+  if (await pollUntil(() => !pidAlive(pid), Math.min(timeoutMs, 5000))) return 'SIGTERM';
   process.kill(pid, 'SIGKILL');
   return 'SIGKILL';
 }
@@ -179,18 +177,6 @@ export async function vmState(record: VmRecord): Promise<VmState> {
     }
   } catch (e) {
     return e instanceof QmpError && e.name === 'QmpBusyError' ? 'busy' : 'dead';
-  }
-}
-
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** The promise's value, or `fallback` after `ms`; the timer is cleared so it never holds the process. */
-export async function within<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([promise, new Promise<T>((r) => (timer = setTimeout(() => r(fallback), ms)))]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

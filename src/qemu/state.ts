@@ -11,13 +11,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { StateError } from '../errors.js';
 import type { VmPaths, VmSpec } from './spec.js';
 
-export const STATE_VERSION = 1;
+export { StateError };
 
-export class StateError extends Error {
-  override name = 'StateError';
-}
+export const STATE_VERSION = 1;
 
 /** What makes a hot-plugged NIC, as planned, reported and recorded. */
 export interface NicSpec {
@@ -36,6 +35,12 @@ export interface NicRecord extends NicSpec {
   /** 'unplug-pending': device_del was sent but the guest has not released the device yet. */
   state: 'active' | 'unplug-pending';
   addedAt: string;
+}
+
+/** The one builder of a NIC's record, from what was planned for it. */
+export function nicRecord(nic: NicSpec & { bridge: string | null }, state: NicRecord['state']): NicRecord {
+  const { id, netdev, tap, mac, queues, vectors, vhost, bus, bridge } = nic;
+  return { id, netdev, tap, mac, queues, vectors, vhost, bus, ...(bridge ? { bridge } : {}), state, addedAt: new Date().toISOString() };
 }
 
 export interface VmRecord extends VmPaths {

@@ -23,6 +23,7 @@ import {
   QmpTimeoutError,
 } from './errors.js';
 import { DEFAULT_MAX_LINE_BYTES, LineDecoder } from './framing.js';
+import { trace } from '../util/trace.js';
 import {
   type QmpEvent,
   type QmpGreeting,
@@ -55,7 +56,7 @@ interface Pending {
 type State = 'idle' | 'connecting' | 'ready' | 'closed';
 
 export class QmpClient {
-  /** QEMU's events (and, where a layer above publishes them, the controller's). Hot and shared. */
+  /** QEMU's events. Hot and shared: subscribe before the command that causes one. */
   readonly events$: Observable<QmpEvent>;
   /** Problems not tied to one command: an error answer without id, a protocol violation. */
   readonly errors$: Observable<QmpError>;
@@ -174,18 +175,15 @@ export class QmpClient {
         }, timeoutMs);
       }
       this.pending.set(id, entry);
-      this.socket!.write(JSON.stringify(message) + '\n');
+      const line = JSON.stringify(message);
+      trace('qmp', '>', line);
+      this.socket!.write(line + '\n');
     });
   }
 
   private dispatch(message: QmpMessage): void {
     if (isEvent(message)) {
-      this.eventSubject.next({
-        event: message.event,
-        data: message.data ?? {},
-        timestamp: message.timestamp,
-        source: 'qemu',
-      });
+      this.eventSubject.next({ event: message.event, data: message.data ?? {}, timestamp: message.timestamp });
     } else if (isReturn(message) || isErrorReply(message)) {
       const entry = typeof message.id === 'string' ? this.pending.get(message.id) : undefined;
       if (!entry) {
@@ -242,6 +240,7 @@ function messagesOf(socket: net.Socket, maxLineBytes: number): Observable<QmpMes
     const onData = (chunk: Buffer) => {
       try {
         for (const line of decoder.push(chunk)) {
+          trace('qmp', '<', line);
           let parsed: unknown;
           try {
             parsed = JSON.parse(line);

@@ -5,8 +5,10 @@
  *   catch (e) { if (e instanceof QmpCommandError && e.errorClass === 'DeviceNotFound') ... }
  */
 
+import { MqHotplugError } from '../errors.js';
+
 /** Base of every error this layer raises. */
-export class QmpError extends Error {
+export class QmpError extends MqHotplugError {
   override name = 'QmpError';
 }
 
@@ -73,8 +75,8 @@ export class QmpConnectError extends QmpError {
   override name = 'QmpConnectError';
   constructor(
     readonly target: string,
-    readonly cause: Error,
+    cause: Error,
   ) {
-    super(`cannot connect to QMP at ${target}: ${cause.message}`);
+    super(`cannot connect to QMP at ${target}: ${cause.message}`, { cause });
   }
 }

@@ -6,23 +6,47 @@
  *   const gone = nextEvent(qmp.events$, 'DEVICE_DELETED', forDevice('nic0'), 10_000);
  *   await qmp.execute('device_del', { id: 'nic0' });
  *   await gone;
+ *
+ * They work on any stream of `{event, data}`: QEMU's own, or a layer's that adds events of its own.
  */
-import { EmptyError, type Observable, TimeoutError, filter, firstValueFrom, timeout } from 'rxjs';
+import { EmptyError, type Observable, type OperatorFunction, TimeoutError, filter, firstValueFrom, timeout } from 'rxjs';
 import { QmpDisconnectedError, QmpError } from './errors.js';
-import type { QmpEvent } from './messages.js';
 
-export type EventPredicate = (e: QmpEvent) => boolean;
+/** The least an event has: a name and a data object. */
+export interface EventLike {
+  event: string;
+  data: object;
+}
+
+export type EventPredicate<E extends EventLike = EventLike> = (e: E) => boolean;
 
 /** Matches events about one device: DEVICE_DELETED's `data.device` (not its virtio-backend path). */
 export const forDevice =
   (id: string): EventPredicate =>
-  (e) =>
-    e.data.device === id || e.data.id === id;
+  (e) => {
+    const data = e.data as { device?: unknown; id?: unknown };
+    return data.device === id || data.id === id;
+  };
+
+/**
+ * The members of an event union that may be named K: those whose `event` is the literal K, and
+ * those typed with a plain `string` name (QEMU's events), which any name may be.
+ */
+export type Named<E extends EventLike, K extends string> = E extends { event: infer N }
+  ? string extends N
+    ? E
+    : N extends K
+      ? E
+      : never
+  : never;
 
 /** Only the events named (one name or several), optionally narrowed by a predicate. */
-export function ofEvent(names: string | string[], predicate: EventPredicate = () => true) {
-  const wanted = new Set(Array.isArray(names) ? names : [names]);
-  return filter<QmpEvent>((e) => wanted.has(e.event) && predicate(e));
+export function ofEvent<E extends EventLike, K extends string = string>(
+  names: K | K[],
+  predicate: EventPredicate<Named<E, K>> = () => true,
+): OperatorFunction<E, Named<E, K>> {
+  const wanted = new Set<string>(Array.isArray(names) ? names : [names]);
+  return filter((e: E): e is Named<E, K> => wanted.has(e.event) && predicate(e as Named<E, K>));
 }
 
 export class EventTimeoutError extends QmpError {
@@ -39,12 +63,12 @@ export class EventTimeoutError extends QmpError {
  * The next matching event. Subscribes at once (call it before the command that causes the event);
  * rejects with EventTimeoutError, or QmpDisconnectedError when the stream ends first.
  */
-export function nextEvent(
-  events$: Observable<QmpEvent>,
-  names: string | string[],
-  predicate?: EventPredicate,
+export function nextEvent<E extends EventLike, K extends string = string>(
+  events$: Observable<E>,
+  names: K | K[],
+  predicate?: EventPredicate<Named<E, K>>,
   timeoutMs?: number,
-): Promise<QmpEvent> {
+): Promise<Named<E, K>> {
   const label = Array.isArray(names) ? names.join('|') : names;
   let source = events$.pipe(ofEvent(names, predicate));
   if (timeoutMs !== undefined) source = source.pipe(timeout({ first: timeoutMs }));

@@ -12,15 +12,11 @@ export interface QmpTimestamp {
   microseconds: number;
 }
 
-/**
- * An event on the stream. QEMU's own events have `source: 'qemu'`; events this program publishes
- * itself (QEMU has no DEVICE_ADDED, for one) have `source: 'controller'`.
- */
+/** An event as QEMU sends it (`data` is `{}` when QEMU sent none). */
 export interface QmpEvent<D = Record<string, unknown>> {
   event: string;
   data: D;
   timestamp: QmpTimestamp;
-  source: 'qemu' | 'controller';
 }
 
 export type QmpId = string | number;
@@ -35,7 +31,7 @@ export interface QmpErrorReply {
   id?: QmpId;
 }
 
-export type QmpMessage = QmpGreeting | QmpReturn | QmpErrorReply | Omit<QmpEvent, 'source'>;
+export type QmpMessage = QmpGreeting | QmpReturn | QmpErrorReply | QmpEvent;
 
 export function isGreeting(m: object): m is QmpGreeting {
   return 'QMP' in m;
@@ -46,7 +42,7 @@ export function isReturn(m: object): m is QmpReturn {
 export function isErrorReply(m: object): m is QmpErrorReply {
   return 'error' in m;
 }
-export function isEvent(m: object): m is Omit<QmpEvent, 'source'> {
+export function isEvent(m: object): m is QmpEvent {
   return 'event' in m;
 }
 

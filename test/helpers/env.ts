@@ -9,7 +9,7 @@ import path from 'node:path';
 import { type ResultPromise, execa, execaSync } from 'execa';
 import { fileURLToPath } from 'node:url';
 import type { Controller } from '../../src/hotplug/controller.js';
-import { type AddPlan, executeAdd, planAdd } from '../../src/hotplug/add.js';
+import { type AddPlan, executeAdd } from '../../src/hotplug/add.js';
 
 /** mqt + up to 5 digits of our pid: leaves 7 characters for a suffix. */
 export const PREFIX = `mqt${process.pid % 100000}`;
@@ -144,10 +144,10 @@ export async function until<T>(check: () => T | undefined | false, what: string,
  * runs the add, whose `ip link set ... master` must fail. Resolves with what the add threw.
  */
 export async function addOntoVanishingBridge(vm: Controller, bridge: string, queues = 4): Promise<{ plan: AddPlan; error: unknown }> {
-  const plan = await planAdd(vm, { queues, bridge });
+  const plan = await vm.planNic({ queues, bridge });
   trackLink(plan.tap);
   await execa('ip', ['link', 'del', 'dev', bridge]);
-  const error = await executeAdd(vm, plan).then(
+  const error = await executeAdd(vm.context, plan).then(
     () => new Error('the add succeeded onto a deleted bridge'),
     (e: unknown) => e,
   );

@@ -101,7 +101,7 @@ export class Guest {
 
   /** Reads what the guest printed since last time and updates `nics`. */
   poll(): string[] {
-    let text = '';
+    let text: string;
     try {
       const fd = fs.openSync(this.serialLog, 'r');
       const size = fs.fstatSync(fd).size;

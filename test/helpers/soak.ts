@@ -10,7 +10,7 @@ import type { AddRequest } from '../../src/hotplug/add.js';
 import { HotplugError } from '../../src/hotplug/errors.js';
 import { liveNics } from '../../src/hotplug/inspect.js';
 import { showLinks } from '../../src/host/ip.js';
-import { UsageError } from '../../src/host/validate.js';
+import { UsageError } from '../../src/errors.js';
 import { StateStore, qemuAlive } from '../../src/qemu/state.js';
 import { PREFIX, addOntoVanishingBridge, makeBridge, tempDir } from './env.js';
 import { prng } from './fake-qmp.js';
@@ -147,7 +147,7 @@ export async function soak(operations: number, seed: number, log: (line: string)
       log(`step ${step}: ${vms.indexOf(vm)} ${what}`);
     }
   } catch (e) {
-    throw new Error(`soak failed with seed ${seed} (replay: MQH_SEED=${seed}): ${(e as Error).message}`);
+    throw new Error(`soak failed with seed ${seed} (replay: MQH_SEED=${seed}): ${(e as Error).message}`, { cause: e });
   } finally {
     for (const vm of vms) await vm.close();
     for (const g of guests) await g.stop();

@@ -1,12 +1,13 @@
 import { expect } from 'chai';
 import { execa } from 'execa';
 import { Controller } from '../../src/hotplug/controller.js';
-import { type AddResult, executeAdd, planAdd } from '../../src/hotplug/add.js';
+import { type AddResult, executeAdd } from '../../src/hotplug/add.js';
 import { HotplugError } from '../../src/hotplug/errors.js';
 import { startVm, stopVm } from '../../src/qemu/launcher.js';
 import { StateStore } from '../../src/qemu/state.js';
 import { showLink } from '../../src/host/ip.js';
-import { UsageError } from '../../src/host/validate.js';
+import { UsageError } from '../../src/errors.js';
+import { vhostNetUsable } from '../../src/host/ip.js';
 import { QEMU, addOntoVanishingBridge, cli, linkExists, makeBridge, ourLinks, tempDir, trackLink, uniqueName } from '../helpers/env.js';
 
 interface QomNic { name: string; type: string }
@@ -71,7 +72,7 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
   }
 
   it('refuses --vhost on without /dev/vhost-net before touching QEMU; the VM lives on', async function () {
-    if (linkExists('/dev/vhost-net')) this.skip();
+    if (vhostNetUsable()) this.skip(); // the device file, opened as QEMU would (not a network link)
     await boot('pc');
     const r = await cli(['add', 'vm1', '--queues', '4', '--vhost', 'on'], { MQ_HOTPLUG_STATE_DIR: store.root });
     expect(r.exitCode).to.equal(2);
@@ -142,11 +143,11 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
     await boot('q35', 1);
     const vm = await Controller.open({ name: 'vm1', store });
     try {
-      const plan = await planAdd(vm, { queues: 4 });
+      const plan = await vm.planNic({ queues: 4 });
       trackLink(plan.tap);
       expect(plan.bus).to.equal('mqh-port0');
       await vm.qmp.execute('device_add', { driver: 'virtio-rng-pci', id: 'squatter', bus: 'mqh-port0' });
-      const err = await executeAdd(vm, plan).catch((e: unknown) => e);
+      const err = await executeAdd(vm.context, plan).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(HotplugError);
       expect((err as Error).message).to.match(/^device_add failed: .*; undone: netdev nd-nic0 deleted, tap \S+ gone$/);
       expect(linkExists(plan.tap)).to.equal(false);

@@ -75,7 +75,8 @@ describe('QmpClient against a fake QMP server', () => {
       await replaying;
       expect(events.map((e) => e.event)).to.deep.equal(['STOP', 'RESUME', 'SHUTDOWN']);
       expect(events[2]!.data).to.deep.equal({ guest: false, reason: 'host-qmp-quit' });
-      expect(events.every((e) => e.source === 'qemu')).to.equal(true);
+      // QMP's events are QEMU's words only: the layers above add their own marks
+      expect(events.every((e) => Object.keys(e).join() === 'event,data,timestamp')).to.equal(true);
       await qmp.close();
     });
   }

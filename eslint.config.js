@@ -1,0 +1,38 @@
+// Lint: typescript-eslint's recommended rules, plus the ones that keep the layers honest.
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['build/', 'dist/', 'node_modules/', 'coverage/'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', caughtErrors: 'none' }],
+      'no-empty': ['error', { allowEmptyCatch: true }],
+      // a layer imports only from below: qmp knows nothing above it, hotplug nothing of the CLI
+      'no-restricted-imports': 'off',
+    },
+  },
+  {
+    files: ['src/qmp/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: ['../qemu/*', '../host/*', '../hotplug/*', '../cli/*'] }] },
+  },
+  {
+    files: ['src/qemu/**', 'src/host/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: ['../hotplug/*', '../cli/*'] }] },
+  },
+  {
+    files: ['src/hotplug/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: ['../cli/*'] }] },
+  },
+  {
+    files: ['**/*.cjs'],
+    languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', module: 'writable', console: 'readonly' } },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+  {
+    files: ['**/*.mjs', 'bin/*.js', 'eslint.config.js'],
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
+  },
+);

@@ -1,0 +1,31 @@
+/** Waiting, without ever holding a process open: every timer made here is cleared. */
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The promise's value, or `fallback` after `ms`. */
+export async function within<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<T>((r) => (timer = setTimeout(() => r(fallback), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Calls `check` every `intervalMs` until it returns a truthy value, which is returned; undefined
+ * when `timeoutMs` passes first. `check` runs at least once.
+ */
+export async function pollUntil<T>(
+  check: () => T | undefined | null | false | Promise<T | undefined | null | false>,
+  timeoutMs: number,
+  intervalMs = 20,
+): Promise<T | undefined> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (performance.now() >= deadline) return undefined;
+    await sleep(Math.min(intervalMs, Math.max(0, deadline - performance.now())));
+  }
+}

@@ -1,0 +1,274 @@
+/**
+ * In-memory ports for unit tests of the hot-plug layer: no root, no QEMU, no ip. One `World` holds
+ * a fake VM (its devices and netdevs, answering the QMP commands the layer sends) and the host's
+ * links; a netdev_add makes a tap link as QEMU would, netdev_del removes it. Faults are injected
+ * per command (`failNext`), and a guest can be present (device_del completes with DEVICE_DELETED,
+ * sent twice as QEMU does) or absent (device_del is accepted and nothing happens).
+ *
+ *   const world = new World({ machine: 'pc' });
+ *   const ctx = world.context();
+ *   await addNic(ctx, { queues: 8, bridge: 'br0' });
+ */
+import { Subject } from 'rxjs';
+import type { HotplugContext, HostPort, QmpPort, RecordPort } from '../../src/hotplug/context.js';
+import type { ControllerEvent, VmEvent } from '../../src/hotplug/events.js';
+import type { LinkInfo } from '../../src/host/ip.js';
+import { QmpCommandError, QmpDisconnectedError } from '../../src/qmp/errors.js';
+import { nowTimestamp } from '../../src/qmp/messages.js';
+import type { NicRecord, VmRecord } from '../../src/qemu/state.js';
+
+interface Device {
+  driver: string;
+  mac?: string;
+  netdev?: string;
+  mq?: boolean;
+  vectors?: number;
+  bus: string;
+}
+
+interface Link {
+  kind: 'bridge' | 'tap' | 'veth';
+  master?: string;
+  up: boolean;
+  queues?: number;
+}
+
+export interface WorldOptions {
+  machine?: 'pc' | 'q35';
+  /** q35: spare root ports */
+  rootPorts?: number;
+  /** pc: slots already taken on pci.0 (besides the host bridge and ISA bridge) */
+  usedSlots?: number;
+  cpus?: number;
+  /** A guest OS that answers device_del. */
+  guest?: boolean;
+  status?: string;
+  /** Whether NICs are recorded (a VM of ours) or not (--qmp). */
+  recorded?: boolean;
+  vhostNet?: boolean;
+  ipInstalled?: boolean;
+}
+
+export class World {
+  readonly devices = new Map<string, Device>();
+  readonly netdevs = new Map<string, { tap: string; queues: number }>();
+  readonly links = new Map<string, Link>();
+  readonly sent: { command: string; args?: Record<string, unknown> }[] = [];
+  readonly published: ControllerEvent[] = [];
+  readonly ipLines: string[][] = [];
+  readonly qemuEvents = new Subject<VmEvent>();
+  private readonly failures = new Map<string, Error>();
+  private ipFailure?: Error;
+  connected = true;
+  qemuGone = false;
+  record: VmRecord | undefined;
+
+  constructor(readonly options: WorldOptions = {}) {
+    const { machine = 'pc', cpus = 2, recorded = true } = options;
+    this.record = recorded
+      ? ({ version: 1, name: 'vm', spec: { name: 'vm', cpus, machine, hotplugSlots: options.rootPorts ?? 0 }, nics: [] } as unknown as VmRecord)
+      : undefined;
+  }
+
+  /** The next `command` fails with this QMP error class (or any Error). */
+  failNext(command: string, error: Error | string): void {
+    this.failures.set(command, typeof error === 'string' ? new QmpCommandError(command, 'GenericError', error) : error);
+  }
+
+  /** The next ip command fails with this message. */
+  failNextIp(message: string): void {
+    this.ipFailure = new Error(message);
+  }
+
+  addLink(name: string, link: Link): void {
+    this.links.set(name, link);
+  }
+
+  /** The context the layer under test gets. */
+  context(): HotplugContext {
+    const events$ = new Subject<VmEvent>();
+    this.qemuEvents.subscribe(events$);
+    return {
+      vm: 'vm',
+      qmp: this.qmp(),
+      events$,
+      record: this.recordPort(),
+      host: this.host(),
+      publish: (event, data) => {
+        const e = { event, data, timestamp: nowTimestamp(), source: 'controller' } as ControllerEvent;
+        this.published.push(e);
+        events$.next(e);
+      },
+    };
+  }
+
+  private emit(event: string, data: Record<string, unknown>): void {
+    // as QEMU does: events come after the answer that caused them
+    setImmediate(() => this.qemuEvents.next({ event, data, timestamp: nowTimestamp(), source: 'qemu' }));
+  }
+
+  qmp(): QmpPort {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const world = this;
+    return {
+      get isReady() {
+        return world.connected;
+      },
+      async execute<T>(command: string, args?: object): Promise<T> {
+        world.sent.push({ command, args: args as Record<string, unknown> });
+        if (!world.connected) throw new QmpDisconnectedError('fake', command);
+        await Promise.resolve();
+        const failure = world.failures.get(command);
+        if (failure) {
+          world.failures.delete(command);
+          if (failure instanceof QmpDisconnectedError) world.connected = false;
+          throw failure;
+        }
+        return world.answer(command, (args ?? {}) as Record<string, unknown>) as T;
+      },
+    };
+  }
+
+  private answer(command: string, a: Record<string, unknown>): unknown {
+    const q35 = this.options.machine === 'q35';
+    switch (command) {
+      case 'query-status':
+        return { running: (this.options.status ?? 'running') === 'running', status: this.options.status ?? 'running' };
+      case 'query-cpus-fast':
+        return Array.from({ length: this.options.cpus ?? 2 }, (_, i) => ({ 'cpu-index': i }));
+      case 'qom-list':
+        return [...this.devices.entries()].map(([name, d]) => ({ name, type: `child<${d.driver}>` }));
+      case 'query-pci': {
+        if (q35) {
+          const ports = Array.from({ length: this.options.rootPorts ?? 0 }, (_, i) => `mqh-port${i}`);
+          return [
+            {
+              bus: 0,
+              devices: [
+                { slot: 0, id: { device: 0x29c0, vendor: 0x8086 }, qdev_id: '', class_info: { class: 0x600 } },
+                ...ports.map((p, i) => ({
+                  slot: 1 + i,
+                  qdev_id: p,
+                  class_info: { class: 0x604 },
+                  pci_bridge: { bus: { number: i + 1 }, devices: [...this.devices.values()].filter((d) => d.bus === p).map(() => ({})) },
+                })),
+              ],
+            },
+          ];
+        }
+        const used = 2 + (this.options.usedSlots ?? 0) + [...this.devices.values()].filter((d) => d.bus === 'pci.0').length;
+        return [{ bus: 0, devices: Array.from({ length: used }, (_, slot) => ({ slot, id: { device: slot === 0 ? 0x1237 : 1, vendor: 0x8086 }, qdev_id: '', class_info: { class: 0 } })) }];
+      }
+      case 'qom-get': {
+        const id = String(a.path).split('/').pop()!;
+        const d = this.devices.get(id);
+        if (!d) throw new QmpCommandError(command, 'DeviceNotFound', `Device '${id}' not found`);
+        return d[a.property as keyof Device];
+      }
+      case 'human-monitor-command':
+        return [...this.netdevs.entries()].map(([id, n]) => `${id}: index=0,type=tap,ifname=${n.tap},script=no,downscript=no\r\n`).join('');
+      case 'netdev_add': {
+        const id = String(a.id);
+        if (this.netdevs.has(id)) throw new QmpCommandError(command, 'GenericError', `Duplicate ID '${id}' for netdev`);
+        const tap = String(a.ifname);
+        this.netdevs.set(id, { tap, queues: Number(a.queues) });
+        this.links.set(tap, { kind: 'tap', up: false, queues: Number(a.queues) });
+        return {};
+      }
+      case 'device_add': {
+        const id = String(a.id);
+        if (!this.netdevs.has(String(a.netdev))) throw new QmpCommandError(command, 'GenericError', `Property 'virtio-net-pci.netdev' can't find value '${String(a.netdev)}'`);
+        if (this.devices.has(id)) throw new QmpCommandError(command, 'GenericError', `Duplicate device ID '${id}'`);
+        this.devices.set(id, { driver: String(a.driver), mac: String(a.mac), netdev: String(a.netdev), mq: Boolean(a.mq), vectors: Number(a.vectors), bus: String(a.bus) });
+        return {};
+      }
+      case 'device_del': {
+        const id = String(a.id);
+        if (!this.devices.has(id)) throw new QmpCommandError(command, 'DeviceNotFound', `Device '${id}' not found`);
+        if (this.options.guest) {
+          this.devices.delete(id);
+          this.emit('DEVICE_DELETED', { path: `/machine/peripheral/${id}/virtio-backend` });
+          this.emit('DEVICE_DELETED', { device: id, path: `/machine/peripheral/${id}` });
+        }
+        return {};
+      }
+      case 'netdev_del': {
+        const id = String(a.id);
+        const n = this.netdevs.get(id);
+        if (!n) throw new QmpCommandError(command, 'DeviceNotFound', `Device '${id}' not found`);
+        this.netdevs.delete(id);
+        this.links.delete(n.tap);
+        return {};
+      }
+      default:
+        throw new QmpCommandError(command, 'CommandNotFound', `The command ${command} has not been found`);
+    }
+  }
+
+  recordPort(): RecordPort {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const world = this;
+    let queue: Promise<unknown> = Promise.resolve();
+    const update = (change: (nics: NicRecord[]) => NicRecord[]) => {
+      if (world.record) world.record = { ...world.record, nics: change(world.record.nics) };
+    };
+    return {
+      keeps: this.record !== undefined,
+      read: () => (world.record ? structuredClone(world.record) : undefined),
+      saveNic: (nic) => update((nics) => [...nics.filter((n) => n.id !== nic.id), nic]),
+      forgetNic: (id) => update((nics) => nics.filter((n) => n.id !== id)),
+      markNic: (id, state) => update((nics) => nics.map((n) => (n.id === id ? { ...n, state } : n))),
+      locked<T>(fn: () => Promise<T>): Promise<T> {
+        const run = queue.then(fn, fn);
+        queue = run.catch(() => {});
+        return run;
+      },
+      qemuExited: async () => world.qemuGone,
+    };
+  }
+
+  host(): HostPort {
+    const links = this.links;
+    const info = (name: string): LinkInfo | undefined => {
+      const l = links.get(name);
+      return l && { ifname: name, master: l.master, up: l.up, multiQueue: (l.queues ?? 1) > 1, numQueues: l.queues, numDisabled: 0, kind: l.kind === 'tap' ? 'tun' : l.kind };
+    };
+    return {
+      findIp: () => (this.options.ipInstalled === false ? undefined : '/sbin/ip'),
+      linkExists: (name) => links.has(name),
+      isBridge: (name) => links.get(name)?.kind === 'bridge',
+      vhostNetUsable: () => this.options.vhostNet ?? false,
+      masterOf: (name) => links.get(name)?.master,
+      linkIsUp: (name) => links.get(name)?.up ?? false,
+      showLinks: async () => new Map([...links.keys()].map((n) => [n, info(n)!])),
+      showLink: async (name) => info(name),
+      ip: async (argv) => {
+        this.ipLines.push(argv);
+        await Promise.resolve();
+        if (this.ipFailure) {
+          const e = this.ipFailure;
+          this.ipFailure = undefined;
+          throw e;
+        }
+        // only what the layer sends: link set dev TAP [master BR] up
+        const [, , , dev, ...rest] = argv;
+        const link = links.get(dev!);
+        if (!link) throw new Error(`Cannot find device "${dev}"`);
+        const master = rest.indexOf('master');
+        if (master >= 0) {
+          const bridge = rest[master + 1]!;
+          if (links.get(bridge)?.kind !== 'bridge') throw new Error(`Device does not exist: ${bridge}`);
+          link.master = bridge;
+        }
+        if (rest.includes('up')) link.up = true;
+      },
+      warmUp: () => {},
+      ipArgv: (argv) => ['ip', ...argv],
+    };
+  }
+
+  /** The commands sent that change the VM (everything but queries). */
+  changes(): string[] {
+    return this.sent.map((s) => s.command).filter((c) => !c.startsWith('query-') && !c.startsWith('qom-') && c !== 'human-monitor-command');
+  }
+}

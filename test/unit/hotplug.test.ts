@@ -1,0 +1,332 @@
+/**
+ * The hot-plug layer against in-memory ports (test/helpers/ports.ts): preflight and plan, the add
+ * transaction and its rollbacks, remove, nics joining, reconcile. No root, no QEMU, no ip.
+ */
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { addNic, executeAdd, planNic } from '../../src/hotplug/add.js';
+import { HotplugError, UnplugPendingError } from '../../src/hotplug/errors.js';
+import { listNics } from '../../src/hotplug/nics.js';
+import { startBridging } from '../../src/hotplug/bridging.js';
+import { startReconcile } from '../../src/hotplug/reconcile.js';
+import { removeNic } from '../../src/hotplug/remove.js';
+import { decideVhost, vhostNetUsable } from '../../src/host/ip.js';
+import { EXIT_CODES, MqHotplugError, StateError, UsageError, exitCodeOf } from '../../src/errors.js';
+import { QmpDisconnectedError, QmpError } from '../../src/qmp/errors.js';
+import { World } from '../helpers/ports.js';
+
+/** A world with a bridge br0, and a context with the bridging reaction running. */
+function setup(options: ConstructorParameters<typeof World>[0] = {}) {
+  const world = new World(options);
+  world.addLink('br0', { kind: 'bridge', up: true });
+  const ctx = world.context();
+  const bridging = startBridging(ctx);
+  return { world, ctx, stop: () => bridging.unsubscribe() };
+}
+
+describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
+  describe('plan (preflight)', () => {
+    it('pc: picks nic0, nd-nic0, tap vm-nic0, 2N+2 vectors on pci.0; sends only queries', async () => {
+      const { world, ctx, stop } = setup({ machine: 'pc', cpus: 8 });
+      const plan = await planNic(ctx, { queues: 8, bridge: 'br0' });
+      expect(plan).to.deep.include({ id: 'nic0', netdev: 'nd-nic0', tap: 'vm-nic0', queues: 8, vectors: 18, vhost: false, bridge: 'br0', bus: 'pci.0' });
+      expect(plan.commands).to.deep.equal([
+        { execute: 'netdev_add', arguments: { type: 'tap', id: 'nd-nic0', ifname: 'vm-nic0', script: 'no', downscript: 'no', vhost: false, queues: 8 } },
+        { execute: 'device_add', arguments: { driver: 'virtio-net-pci', id: 'nic0', netdev: 'nd-nic0', mac: plan.mac, mq: true, vectors: 18, bus: 'pci.0' } },
+      ]);
+      expect(plan.ipArgv).to.deep.equal(['ip', 'link', 'set', 'dev', 'vm-nic0', 'master', 'br0', 'up']);
+      expect(plan.mac).to.match(/^52:54:00(:[0-9a-f]{2}){3}$/);
+      expect(plan.notes).to.deep.equal(['vhost off: /dev/vhost-net is not available on this host']);
+      expect(world.changes()).to.deep.equal([]);
+      stop();
+    });
+
+    it('q35: the first free root port, at addr 0; full ports are refused', async () => {
+      const { ctx, stop } = setup({ machine: 'q35', rootPorts: 2 });
+      const first = await addNic(ctx, { queues: 2, bridge: 'br0' });
+      expect(first.bus).to.equal('mqh-port0');
+      const plan = await planNic(ctx, { queues: 2, bridge: 'br0' });
+      expect(plan.bus).to.equal('mqh-port1');
+      expect(plan.commands[1].arguments).to.include({ bus: 'mqh-port1', addr: '0' });
+      await addNic(ctx, { queues: 2, bridge: 'br0' });
+      const err = await planNic(ctx, { queues: 2 }).catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(UsageError);
+      expect((err as Error).message).to.equal("VM 'vm' has no free hot-plug slot: every pcie-root-port is taken (start it with more --hotplug-slots)");
+      stop();
+    });
+
+    it('refuses every bad input before sending anything that changes the VM', async () => {
+      const cases: [Parameters<typeof planNic>[1], RegExp, ConstructorParameters<typeof World>[0]?][] = [
+        [{ queues: 0 }, /^invalid queue count '0': use an integer from 1 to 256$/],
+        [{ queues: 257 }, /^invalid queue count '257'/],
+        [{ queues: 'abc' }, /^invalid queue count 'abc'/],
+        [{ queues: 2, bridge: 'nosuch' }, /^bridge 'nosuch' does not exist/],
+        [{ queues: 2, bridge: 'tap9' }, /^'tap9' is not a bridge/],
+        [{ queues: 2, bridge: 'bad name' }, /^invalid bridge name 'bad name'/],
+        [{ queues: 2, mac: '01:00:00:00:00:01' }, /multicast/],
+        [{ queues: 2, id: '9x' }, /^invalid NIC id '9x'/],
+        [{ queues: 2, ifname: 'tap9' }, /^tap name 'tap9' is already taken/],
+        [{ queues: 2, vhost: 'on' }, /^vhost 'on' needs \/dev\/vhost-net/],
+        [{ queues: 2, vhost: 'maybe' as 'on' }, /^invalid vhost 'maybe'/],
+        [{ queues: 2 }, /^VM 'vm' is paused, not running/, { status: 'paused' }],
+        [{ queues: 2 }, /^'ip' not found in PATH/, { ipInstalled: false }],
+        [{ queues: 2 }, /^VM 'vm' has no free slot on pci.0$/, { usedSlots: 30 }],
+      ];
+      for (const [request, message, options] of cases) {
+        const { world, ctx, stop } = setup(options);
+        world.addLink('tap9', { kind: 'tap', up: true });
+        const err = await planNic(ctx, request).catch((e: unknown) => e);
+        expect(err, JSON.stringify(request)).to.be.instanceOf(UsageError);
+        expect((err as Error).message, JSON.stringify(request)).to.match(message);
+        expect(world.changes(), JSON.stringify(request)).to.deep.equal([]);
+        stop();
+      }
+    });
+
+    it('ids and MACs already used, by our NICs or by others, are refused or skipped', async () => {
+      const { world, ctx, stop } = setup();
+      const a = await addNic(ctx, { queues: 1, mac: '52:54:00:00:00:01' });
+      // a NIC nobody recorded (added by hand)
+      world.devices.set('nic1', { driver: 'virtio-net-pci', mac: '52:54:00:00:00:02', netdev: 'x', bus: 'pci.0' });
+      expect(a.id).to.equal('nic0');
+      expect((await planNic(ctx, { queues: 1 })).id).to.equal('nic2');
+      for (const [request, message] of [
+        [{ queues: 1, id: 'nic0' }, /^NIC id 'nic0' is already used/],
+        [{ queues: 1, mac: '52:54:00:00:00:01' }, /^MAC '52:54:00:00:00:01' is already used/],
+        [{ queues: 1, mac: '52:54:00:00:00:02' }, /^MAC '52:54:00:00:00:02' is already used/],
+      ] as const) {
+        expect(await planNic(ctx, request).catch((e: Error) => e.message)).to.match(message);
+      }
+      stop();
+    });
+  });
+
+  describe('add transaction', () => {
+    it('plugs, publishes DEVICE_ADDED then NIC_BRIDGED, bridges through the host port, records, confirms', async () => {
+      const { world, ctx, stop } = setup();
+      const r = await addNic(ctx, { queues: 4, bridge: 'br0' });
+      expect(world.changes()).to.deep.equal(['netdev_add', 'device_add']);
+      expect(world.sent.at(-1)).to.deep.equal({ command: 'qom-get', args: { path: '/machine/peripheral/nic0', property: 'netdev' } });
+      expect(world.published.map((e) => e.event)).to.deep.equal(['DEVICE_ADDED', 'NIC_BRIDGED']);
+      expect(world.ipLines).to.deep.equal([['link', 'set', 'dev', 'vm-nic0', 'master', 'br0', 'up']]);
+      expect(world.links.get('vm-nic0')).to.deep.include({ master: 'br0', up: true, queues: 4 });
+      expect(world.record!.nics).to.have.length(1);
+      expect(world.record!.nics[0]).to.deep.include({ id: 'nic0', tap: 'vm-nic0', bridge: 'br0', state: 'active', queues: 4, vectors: 10 });
+      expect(r.timings.total).to.be.at.least(r.timings.preflight + r.timings.plug);
+      stop();
+    });
+
+    it('device_add fails: netdev_del undoes the netdev and its tap; nothing recorded', async () => {
+      const { world, ctx, stop } = setup();
+      world.failNext('device_add', 'Bus pci.0 is full');
+      const err = (await addNic(ctx, { queues: 2 }).catch((e: unknown) => e)) as HotplugError;
+      expect(err).to.be.instanceOf(HotplugError).and.include({ step: 'device_add', devicePlugged: false });
+      expect(err.undone).to.deep.equal(['netdev nd-nic0 deleted', 'tap vm-nic0 gone']);
+      expect(err.pending).to.deep.equal([]);
+      expect(err.cause).to.be.instanceOf(QmpError);
+      expect(world.changes()).to.deep.equal(['netdev_add', 'device_add', 'netdev_del']);
+      expect(world.netdevs.size + world.devices.size).to.equal(0);
+      expect(world.record!.nics).to.deep.equal([]);
+      stop();
+    });
+
+    it('bridging fails, guest present: device_del, DEVICE_DELETED, netdev_del; all undone', async () => {
+      const { world, ctx, stop } = setup({ guest: true });
+      world.failNextIp('RTNETLINK answers: Operation not supported');
+      const err = (await addNic(ctx, { queues: 2, bridge: 'br0' }).catch((e: unknown) => e)) as HotplugError;
+      expect(err.message).to.match(/^attaching vm-nic0 to br0 failed: RTNETLINK answers: Operation not supported; undone: device nic0 deleted, netdev nd-nic0 deleted, tap vm-nic0 gone$/);
+      expect(err.devicePlugged).to.equal(false);
+      expect(world.published.map((e) => e.event)).to.deep.equal(['DEVICE_ADDED', 'NIC_BRIDGE_FAILED']);
+      expect(world.devices.size + world.netdevs.size + world.links.size).to.equal(1); // only br0
+      expect(world.record!.nics).to.deep.equal([]);
+      stop();
+    });
+
+    it('bridging fails, no guest OS: the device stays, reported and recorded as unplug-pending', async function () {
+      this.timeout(10_000);
+      const { world, ctx, stop } = setup({ guest: false });
+      world.failNextIp('boom');
+      const err = (await executeAdd(ctx, await planNic(ctx, { queues: 2, bridge: 'br0' })).catch((e: unknown) => e)) as HotplugError;
+      expect(err.devicePlugged).to.equal(true);
+      expect(err.pending).to.deep.equal(['device nic0 (the guest has not released it; recorded as unplug-pending)']);
+      expect(err.undone).to.deep.equal(['netdev nd-nic0 deleted', 'tap vm-nic0 gone']);
+      expect(world.record!.nics.map((n) => [n.id, n.state])).to.deep.equal([['nic0', 'unplug-pending']]);
+      stop();
+    });
+
+    it('the QMP connection is lost at device_add: nothing more is sent, the error says what may be left', async () => {
+      const { world, ctx, stop } = setup();
+      world.failNext('device_add', new QmpDisconnectedError('fake', 'device_add', 'EOF'));
+      const err = (await addNic(ctx, { queues: 2 }).catch((e: unknown) => e)) as HotplugError;
+      expect(err.message).to.match(/^device_add failed: the QMP connection was lost \(.*\); check with 'mq-hotplug nics vm'/);
+      expect(err.pending).to.deep.equal(['netdev nd-nic0 and tap vm-nic0', 'device nic0 if QEMU made it']);
+      expect(world.changes()).to.deep.equal(['netdev_add', 'device_add']);
+      stop();
+    });
+
+    it('QEMU exited mid-add: the error says so, and that its tap, netdev and device went with it', async () => {
+      const { world, ctx, stop } = setup();
+      world.qemuGone = true;
+      world.failNext('netdev_add', new QmpDisconnectedError('fake', 'netdev_add', 'EOF'));
+      const err = (await addNic(ctx, { queues: 2 }).catch((e: unknown) => e)) as HotplugError;
+      expect(err.message).to.match(/^netdev_add failed: QEMU of VM 'vm' exited during the hot-plug .*went with it$/);
+      stop();
+    });
+
+    it('the confirmation sees a different netdev: the record is taken back and the NIC undone', async () => {
+      const { world, ctx, stop } = setup({ guest: true });
+      const plan = await planNic(ctx, { queues: 2 });
+      const qmp = ctx.qmp;
+      const lying = { ...ctx, qmp: { isReady: true, execute: async <T>(c: string, a?: object) => (c === 'qom-get' ? ('other' as T) : qmp.execute<T>(c, a)) } };
+      const err = (await executeAdd(lying, plan).catch((e: unknown) => e)) as HotplugError;
+      expect(err.message).to.match(/^confirming nic0 failed: device nic0 has netdev 'other', expected 'nd-nic0'; undone: device nic0 deleted/);
+      expect(world.record!.nics).to.deep.equal([]);
+      stop();
+    });
+
+    it('on a VM given by --qmp nothing is recorded and vCPUs are asked of QEMU', async () => {
+      const { world, ctx, stop } = setup({ recorded: false, cpus: 4 });
+      const r = await addNic(ctx, { queues: 6 });
+      expect(r.notes).to.include("6 queues for 4 vCPUs: the guest enables 4 pairs until 'ethtool -L <if> combined 6'");
+      expect(world.sent.map((s) => s.command)).to.include('query-cpus-fast');
+      expect(world.record).to.equal(undefined);
+      stop();
+    });
+  });
+
+  describe('remove', () => {
+    it('with a guest: device_del, DEVICE_DELETED matched on data.device, netdev_del, forgotten, NIC_REMOVED', async () => {
+      const { world, ctx, stop } = setup({ guest: true });
+      const nic = await addNic(ctx, { queues: 2, bridge: 'br0' });
+      const r = await removeNic(ctx, nic.mac.toUpperCase());
+      expect(r).to.include({ id: 'nic0', netdev: 'nd-nic0', tap: 'vm-nic0' });
+      expect(world.changes().slice(2)).to.deep.equal(['device_del', 'netdev_del']);
+      expect(world.record!.nics).to.deep.equal([]);
+      expect(world.published.at(-1)).to.deep.include({ event: 'NIC_REMOVED', data: { device: 'nic0', netdev: 'nd-nic0', tap: 'vm-nic0', mac: nic.mac, tapGone: true, reason: 'remove' } });
+      stop();
+    });
+
+    it('without a guest: re-sends device_del, then records unplug-pending (exit kind pending)', async function () {
+      this.timeout(10_000);
+      const { world, ctx, stop } = setup({ guest: false });
+      await addNic(ctx, { queues: 2 });
+      const err = await removeNic(ctx, 'nic0', 1500).catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(UnplugPendingError);
+      expect(exitCodeOf(err)).to.equal(3);
+      expect(world.changes().filter((c) => c === 'device_del').length).to.equal(2); // at 0 s and 1 s
+      expect(world.record!.nics[0]!.state).to.equal('unplug-pending');
+      expect(world.published.at(-1)!.event).to.equal('NIC_UNPLUG_PENDING');
+      stop();
+    });
+
+    it('an unknown NIC is a usage error listing the NICs there are', async () => {
+      const { ctx, stop } = setup();
+      await addNic(ctx, { queues: 1, mac: '52:54:00:00:00:07' });
+      const err = await removeNic(ctx, 'nic9').catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(UsageError);
+      expect((err as Error).message).to.equal("no NIC 'nic9' in VM 'vm'; its NICs: nic0 (vm-nic0, 52:54:00:00:00:07)");
+      stop();
+    });
+  });
+
+  describe('nics: QOM joined with the host and the record', () => {
+    it('reports drift: tap off its bridge, tap down, unrecorded NIC, recorded but missing', async () => {
+      const { world, ctx, stop } = setup();
+      await addNic(ctx, { queues: 2, bridge: 'br0' });
+      await addNic(ctx, { queues: 2, bridge: 'br0' });
+      world.links.get('vm-nic0')!.master = undefined;
+      world.links.get('vm-nic1')!.up = false;
+      world.devices.set('hand', { driver: 'virtio-net-pci', mac: '52:54:00:aa:bb:cc', netdev: 'ndh', mq: false, vectors: 3, bus: 'pci.0' });
+      world.devices.delete('nic1');
+      const views = await listNics(ctx);
+      const byId = new Map(views.map((v) => [v.id, v]));
+      expect(views.map((v) => v.id)).to.deep.equal(['nic0', 'hand', 'nic1']);
+      expect(byId.get('nic0')!.drift).to.deep.equal(['tap not on bridge br0']);
+      expect(byId.get('hand')).to.deep.include({ state: 'unrecorded', drift: ['not in the record (added outside mq-hotplug?)'] });
+      expect(byId.get('nic1')).to.deep.include({ state: 'missing', drift: ['recorded but not in the VM'] });
+      stop();
+    });
+
+    it('on a --qmp VM a NIC is not drift for lacking a record', async () => {
+      const { world, ctx, stop } = setup({ recorded: false });
+      world.devices.set('hand', { driver: 'virtio-net-pci', mac: '52:54:00:aa:bb:cc', netdev: 'ndh', mq: false, vectors: 3, bus: 'pci.0' });
+      expect((await listNics(ctx))[0]).to.deep.include({ id: 'hand', state: 'unrecorded', drift: [] });
+      stop();
+    });
+  });
+
+  describe('reconcile', () => {
+    it('re-attaches a tap that left its bridge, and forgets a NIC the guest ejected', async () => {
+      const { world, ctx, stop } = setup({ guest: true });
+      await addNic(ctx, { queues: 2, bridge: 'br0' });
+      await addNic(ctx, { queues: 2, bridge: 'br0' });
+      const reconciling = startReconcile(ctx, ctx.events$, 20);
+      world.links.get('vm-nic0')!.master = undefined;
+      await new Promise((r) => setTimeout(r, 100));
+      expect(world.links.get('vm-nic0')!.master).to.equal('br0');
+      expect(world.published.find((e) => e.event === 'NIC_REATTACHED')?.data).to.deep.equal({ device: 'nic0', tap: 'vm-nic0', bridge: 'br0', was: null });
+      // the guest ejects nic1: QEMU sends DEVICE_DELETED that no remove asked for
+      world.devices.delete('nic1');
+      world.qemuEvents.next({ event: 'DEVICE_DELETED', data: { device: 'nic1', path: '/machine/peripheral/nic1' }, timestamp: { seconds: 0, microseconds: 0 }, source: 'qemu' });
+      await new Promise((r) => setTimeout(r, 50));
+      expect(world.record!.nics.map((n) => n.id)).to.deep.equal(['nic0']);
+      expect(world.published.at(-1)).to.deep.include({ event: 'NIC_REMOVED' });
+      expect(world.published.at(-1)!.data).to.include({ device: 'nic1', reason: 'guest-initiated unplug' });
+      reconciling.unsubscribe();
+      stop();
+    });
+  });
+});
+
+describe('vhost decision', () => {
+  const usable = () => true;
+  const absent = () => false;
+  it('auto/on/off with vhost-net usable or not', () => {
+    expect(decideVhost('off', usable)).to.deep.equal({ vhost: false });
+    expect(decideVhost('auto', usable)).to.deep.equal({ vhost: true });
+    expect(decideVhost('on', usable)).to.deep.equal({ vhost: true });
+    expect(decideVhost('off', absent)).to.deep.equal({ vhost: false });
+    expect(decideVhost('auto', absent)).to.deep.equal({ vhost: false, note: 'vhost off: /dev/vhost-net is not available on this host' });
+    expect(() => decideVhost('on', absent)).to.throw(UsageError, /^vhost 'on' needs \/dev\/vhost-net/);
+  });
+
+  it('vhostNetUsable opens the device: present, absent, and a node with no driver behind it', function () {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mqh-vhost-'));
+    try {
+      const file = path.join(dir, 'present');
+      fs.writeFileSync(file, '');
+      expect(vhostNetUsable(file)).to.equal(true);
+      expect(vhostNetUsable(path.join(dir, 'absent'))).to.equal(false);
+      // vhost-net's own major:minor: where its driver is missing, open() fails with ENODEV
+      // although access() would pass (needs root to make the node, and a host without vhost-net)
+      if (process.getuid?.() !== 0 || fs.existsSync('/dev/vhost-net')) return;
+      const node = path.join(dir, 'vhost-net');
+      execFileSync('mknod', [node, 'c', '10', '238']);
+      fs.accessSync(node, fs.constants.R_OK | fs.constants.W_OK);
+      expect(vhostNetUsable(node)).to.equal(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('error tree', () => {
+  it('one root; exit kind by class: usage 2, failed 1, pending 3', () => {
+    const cases: [Error, number][] = [
+      [new UsageError('x'), 2],
+      [new StateError('x'), 2],
+      [new HotplugError('step', new Error('x')), 1],
+      [new UnplugPendingError('x'), 3],
+      [new QmpDisconnectedError('t'), 1],
+      [new Error('plain'), 1],
+    ];
+    for (const [e, code] of cases) expect(exitCodeOf(e), e.name).to.equal(code);
+    for (const [e] of cases.slice(0, 5)) expect(e).to.be.instanceOf(MqHotplugError);
+    expect(EXIT_CODES).to.deep.equal({ failed: 1, usage: 2, pending: 3 });
+    const cause = new Error('root cause');
+    expect(new HotplugError('s', cause).cause).to.equal(cause);
+  });
+});
