@@ -19,12 +19,30 @@ const run = promisify(execFile);
 const samples: Record<string, number[]> = {};
 const record = (name: string, ms: number) => (samples[name] ??= []).push(ms);
 const quick = process.env.BENCH_QUICK === '1';
-const ROUNDS = { k1: quick ? 5 : 20, k8: quick ? 2 : 5, k28: quick ? 2 : 20, cli: quick ? 5 : 20, parallel: quick ? 2 : 5, remove: quick ? 5 : 12 };
+const ROUNDS = {
+  k1: quick ? 5 : 20,
+  k8: quick ? 2 : 5,
+  k28: quick ? 2 : 20,
+  cli: quick ? 5 : 20,
+  parallel: quick ? 2 : 5,
+  remove: quick ? 5 : 12,
+};
 
 const store = new StateStore(tempDir('bench'));
 let vmCount = 0;
 async function freshVm(bridge: string): Promise<VmRecord> {
-  return startVm(store, { name: `b${vmCount++}`, cpus: 2, memory: '128M', machine: 'pc', accel: 'tcg', disks: [], hotplugSlots: 0, qemu: QEMU, qemuArgs: [], bridge });
+  return startVm(store, {
+    name: `b${vmCount++}`,
+    cpus: 2,
+    memory: '128M',
+    machine: 'pc',
+    accel: 'tcg',
+    disks: [],
+    hotplugSlots: 0,
+    qemu: QEMU,
+    qemuArgs: [],
+    bridge,
+  });
 }
 const time = async <T>(fn: () => Promise<T>): Promise<[number, T]> => {
   const t = performance.now();
@@ -52,7 +70,8 @@ async function perNic(k: number, rounds: number, bridge: string): Promise<void> 
         record(`library K=${k}`, ms);
         libTotal += ms;
         const t = (r as AddResult).timings;
-        for (const step of ['preflight', 'plug', 'bridging', 'confirm'] as const) record(`library step: ${step}`, t[step]);
+        for (const step of ['preflight', 'plug', 'bridging', 'confirm'] as const)
+          record(`library step: ${step}`, t[step]);
       };
       if (baseFirst) await doBase().then(doLib);
       else await doLib().then(doBase);
@@ -78,7 +97,10 @@ async function cliFigures(bridge: string, libvirt: Libvirt | undefined): Promise
   for (let i = 0; i < ROUNDS.cli; i++) {
     record('node -e 0', (await time(() => run(process.execPath, ['-e', '0'])))[0]);
     record('cli --version', (await time(() => run(process.execPath, [CLI, '--version'])))[0]);
-    record('cli add (new process per NIC)', (await time(() => run(process.execPath, [CLI, 'add', vm.name, '--queues', '8'], { env })))[0]);
+    record(
+      'cli add (new process per NIC)',
+      (await time(() => run(process.execPath, [CLI, 'add', vm.name, '--queues', '8'], { env })))[0],
+    );
     if (libvirt) record('virsh attach-device (new process per NIC)', (await time(() => libvirt.attach()))[0]);
   }
   await stopVm(store, vm.name);
@@ -151,19 +173,33 @@ function report(): void {
     ['virsh attach-device (new process per NIC)', 'baseline K=8', 'virsh attach-device, per process'],
     ['cli add (new process per NIC)', 'virsh attach-device (new process per NIC)', 'CLI add vs virsh, per process'],
     ['cli --version', 'node -e 0', 'CLI cold start (--version)'],
-    ['remove with guest: device_del to DEVICE_DELETED', 'remove with guest: whole remove', 'remove w/ guest: DEVICE_DELETED'],
+    [
+      'remove with guest: device_del to DEVICE_DELETED',
+      'remove with guest: whole remove',
+      'remove w/ guest: DEVICE_DELETED',
+    ],
   ];
-  const line = (cells: string[]) => console.log(cells.map((c, i) => (i === 0 ? c.padEnd(36) : c.padStart(11))).join(' '));
+  const line = (cells: string[]) =>
+    console.log(cells.map((c, i) => (i === 0 ? c.padEnd(36) : c.padStart(11))).join(' '));
   line(['figure', 'n', 'median ms', 'p95 ms', 'ref median', 'ratio']);
   for (const [name, ref, label] of rows) {
     if (!samples[name] || !samples[ref]) continue;
     const s = stats(samples[name]!);
     const r = stats(samples[ref]!);
-    line([label, String(s.n), s.median.toFixed(2), s.p95.toFixed(2), r.median.toFixed(2), `${(s.median / r.median).toFixed(2)}x`]);
+    line([
+      label,
+      String(s.n),
+      s.median.toFixed(2),
+      s.p95.toFixed(2),
+      r.median.toFixed(2),
+      `${(s.median / r.median).toFixed(2)}x`,
+    ]);
   }
   const own = stats(samples['cli --version']!).median - stats(samples['node -e 0']!).median;
   console.log(`\nCLI start-up beyond 'node -e 0': ${own.toFixed(1)} ms (median difference)`);
-  console.log('ratios: median of the figure / median of its reference in this run (baseline = raw QMP client, sequential, + one ip exec).');
+  console.log(
+    'ratios: median of the figure / median of its reference in this run (baseline = raw QMP client, sequential, + one ip exec).',
+  );
   console.log("step rows use the baseline's per-NIC K=8 median as reference (a share of one whole baseline add).");
 }
 

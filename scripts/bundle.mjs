@@ -32,11 +32,20 @@ const result = await build({
   logLevel: 'warning',
 });
 if (process.env.BUNDLE_REPORT) {
-  for (const [out, o] of Object.entries(result.metafile.outputs)) if (!out.endsWith('.map')) console.log(String(o.bytes).padStart(8), out);
+  for (const [out, o] of Object.entries(result.metafile.outputs))
+    if (!out.endsWith('.map')) console.log(String(o.bytes).padStart(8), out);
   const byPackage = {};
   for (const [file, info] of Object.values(result.metafile.outputs).flatMap((o) => Object.entries(o.inputs))) {
-    const key = file.startsWith('node_modules') ? file.split('/').slice(0, file.startsWith('node_modules/@') ? 3 : 2).join('/') : 'src';
+    const key = file.startsWith('node_modules')
+      ? file
+          .split('/')
+          .slice(0, file.startsWith('node_modules/@') ? 3 : 2)
+          .join('/')
+      : 'src';
     byPackage[key] = (byPackage[key] ?? 0) + info.bytesInOutput;
   }
-  for (const [k, v] of Object.entries(byPackage).sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(String(v).padStart(8), k);
+  for (const [k, v] of Object.entries(byPackage)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 8))
+    console.log(String(v).padStart(8), k);
 }

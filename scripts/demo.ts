@@ -30,14 +30,20 @@ async function main(): Promise<void> {
   const stateDir = tempDir('demo');
   const env = { MQ_HOTPLUG_STATE_DIR: stateDir };
   say('Starting a VM with 8 vCPUs and no NIC at all: only QMP monitors, a kernel and a serial console');
-  process.stdout.write(`$ mq-hotplug start demo --cpus 8 --memory 256M --kernel ... --initrd ... --serial ... --bridge ${bridge}\n`);
+  process.stdout.write(
+    `$ mq-hotplug start demo --cpus 8 --memory 256M --kernel ... --initrd ... --serial ... --bridge ${bridge}\n`,
+  );
   const guest = await Guest.boot({ name: 'demo', stateDir, cpus: 8, machine: 'pc', bridge });
   process.stdout.write('guest booted: ' + (await guest.waitForLine((l) => l.startsWith('MQH READY'), 1000)) + '\n');
   await run(['vms'], env);
 
   say('Hot-plugging an 8-queue virtio-net NIC: netdev_add (tap, queues 8), device_add (mq, vectors 18), then bridging');
   await run(['add', 'demo', '--queues', '8', '--bridge', bridge, '--wait-guest', '30'], env);
-  const [added] = JSON.parse((await cli(['nics', 'demo', '--json'], env)).stdout) as { mac: string; tap: string; id: string }[];
+  const [added] = JSON.parse((await cli(['nics', 'demo', '--json'], env)).stdout) as {
+    mac: string;
+    tap: string;
+    id: string;
+  }[];
   if (!added) throw new Error('mq-hotplug nics shows no NIC after add');
 
   say(`What the guest sees (inside the VM: ethtool -l on the NIC with MAC ${added.mac})`);
@@ -48,7 +54,13 @@ async function main(): Promise<void> {
 
   say(`What the host sees (ip -d link show ${added.tap}, and mq-hotplug nics)`);
   const { stdout } = await execa('ip', ['-d', 'link', 'show', 'dev', added.tap]);
-  process.stdout.write(stdout.split('\n').filter((l) => /master|tun type tap/.test(l)).map((l) => l.trim()).join('\n') + '\n');
+  process.stdout.write(
+    stdout
+      .split('\n')
+      .filter((l) => /master|tun type tap/.test(l))
+      .map((l) => l.trim())
+      .join('\n') + '\n',
+  );
   await run(['nics', 'demo'], env);
 
   say('Removing the NIC (device_del, DEVICE_DELETED from the guest, netdev_del) and stopping the VM');
@@ -56,7 +68,11 @@ async function main(): Promise<void> {
   await run(['stop', 'demo'], env);
 
   const combined = /^Combined:\s+(\d+)/m.exec(ethtool.output.join('\n'))?.[1];
-  say(combined === '8' ? 'Done: the guest saw 8 combined channels. Everything this demo made is gone.' : `Unexpected: the guest showed ${combined ?? 'no'} combined channels`);
+  say(
+    combined === '8'
+      ? 'Done: the guest saw 8 combined channels. Everything this demo made is gone.'
+      : `Unexpected: the guest showed ${combined ?? 'no'} combined channels`,
+  );
   if (combined !== '8') process.exitCode = 1;
 }
 

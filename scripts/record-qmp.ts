@@ -14,7 +14,11 @@ const sock = path.join(dir, 'qmp.sock');
 const tap = `mqrec${process.pid % 10000}`;
 
 async function record(name: string, commands: object[]): Promise<void> {
-  const qemu = execa('qemu-system-x86_64', ['-M', 'pc', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-qmp', `unix:${sock},server=on,wait=off`], { reject: false });
+  const qemu = execa(
+    'qemu-system-x86_64',
+    ['-M', 'pc', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-qmp', `unix:${sock},server=on,wait=off`],
+    { reject: false },
+  );
   while (!fs.existsSync(sock)) await new Promise((r) => setTimeout(r, 10));
   const out: { dir: string; line: string }[] = [];
   const socket = net.createConnection(sock);
@@ -32,7 +36,11 @@ async function record(name: string, commands: object[]): Promise<void> {
       waiting?.();
     }
   });
-  const until = (cond: () => boolean) => new Promise<void>((r) => { const check = () => (cond() ? r() : (waiting = check)); check(); });
+  const until = (cond: () => boolean) =>
+    new Promise<void>((r) => {
+      const check = () => (cond() ? r() : (waiting = check));
+      check();
+    });
   await until(() => out.length > 0);
   let sent = 0;
   for (const command of commands) {
@@ -56,8 +64,22 @@ await record('session', [
   { execute: 'stop' },
   { execute: 'cont' },
   { execute: 'qom-get', arguments: { path: '/machine', property: 'usb' } }, // false
-  { execute: 'netdev_add', arguments: { type: 'tap', id: 'nd0', ifname: tap, script: 'no', downscript: 'no', vhost: false, queues: 8 } },
-  { execute: 'device_add', arguments: { driver: 'virtio-net-pci', id: 'nic0', netdev: 'nd0', mac: '52:54:00:12:34:56', mq: true, vectors: 18, bus: 'pci.0' } },
+  {
+    execute: 'netdev_add',
+    arguments: { type: 'tap', id: 'nd0', ifname: tap, script: 'no', downscript: 'no', vhost: false, queues: 8 },
+  },
+  {
+    execute: 'device_add',
+    arguments: {
+      driver: 'virtio-net-pci',
+      id: 'nic0',
+      netdev: 'nd0',
+      mac: '52:54:00:12:34:56',
+      mq: true,
+      vectors: 18,
+      bus: 'pci.0',
+    },
+  },
   { execute: 'qom-get', arguments: { path: '/machine/peripheral/nic0', property: 'host_mtu' } }, // 0
   { execute: 'qom-get', arguments: { path: '/machine/peripheral/nic0', property: 'mac' } },
   { execute: 'qom-list', arguments: { path: '/machine/peripheral' } },

@@ -10,7 +10,9 @@ const seed = Number(process.argv[3] ?? process.env.MQH_SEED ?? Date.now() % 1e9)
 const started = performance.now();
 try {
   const report = await soak(operations, seed, process.env.VERBOSE ? (l) => console.log(l) : undefined);
-  console.log(`soak: ${report.operations} operations, seed ${report.seed}, ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  console.log(
+    `soak: ${report.operations} operations, seed ${report.seed}, ${((performance.now() - started) / 1000).toFixed(1)} s`,
+  );
   for (const [what, n] of Object.entries(report.counts).sort()) console.log(`  ${String(n).padStart(4)}  ${what}`);
 } catch (e) {
   console.error((e as Error).message);

@@ -6,7 +6,13 @@ export type { AddPlan, AddRequest, AddResult } from './hotplug/add.js';
 export type { RemoveResult } from './hotplug/remove.js';
 export type { NicView } from './hotplug/nics.js';
 export type { HotplugContext, HostPort, QmpPort, RecordPort } from './hotplug/context.js';
-export type { ControllerEvent, ControllerEventData, ControllerEventName, QemuEvent, VmEvent } from './hotplug/events.js';
+export type {
+  ControllerEvent,
+  ControllerEventData,
+  ControllerEventName,
+  QemuEvent,
+  VmEvent,
+} from './hotplug/events.js';
 export { HotplugError, UnplugPendingError, type RollbackReport } from './hotplug/errors.js';
 export { HostCommandError } from './host/ip.js';
 export { startVm, stopVm, vmState, StartError, type StartRequest } from './qemu/launcher.js';

@@ -23,14 +23,34 @@ async function sh(file: string, args: string[]): Promise<string> {
 export async function setupLibvirt(workDir: string, bridge: string, domain: string): Promise<Libvirt | string> {
   try {
     if (!fs.existsSync('/usr/sbin/libvirtd')) {
-      await sh('apt-get', ['install', '-y', '-q', '--no-install-recommends', 'libvirt-daemon', 'libvirt-daemon-driver-qemu', 'libvirt-clients']);
+      await sh('apt-get', [
+        'install',
+        '-y',
+        '-q',
+        '--no-install-recommends',
+        'libvirt-daemon',
+        'libvirt-daemon-driver-qemu',
+        'libvirt-clients',
+      ]);
     }
     if ((await execa('getent', ['passwd', 'libvirt-qemu'], { reject: false })).exitCode !== 0) {
       await execa('groupadd', ['-r', '-f', 'kvm']);
       await execa('groupadd', ['-r', '-f', 'libvirt-qemu']);
-      await sh('useradd', ['-r', '-g', 'libvirt-qemu', '-G', 'kvm', '-d', '/var/lib/libvirt', '-s', '/usr/sbin/nologin', 'libvirt-qemu']);
+      await sh('useradd', [
+        '-r',
+        '-g',
+        'libvirt-qemu',
+        '-G',
+        'kvm',
+        '-d',
+        '/var/lib/libvirt',
+        '-s',
+        '/usr/sbin/nologin',
+        'libvirt-qemu',
+      ]);
     }
-    for (const d of ['/var/log/libvirt', '/run/libvirt', '/var/lib/libvirt/qemu', '/var/cache/libvirt']) fs.mkdirSync(d, { recursive: true });
+    for (const d of ['/var/log/libvirt', '/run/libvirt', '/var/lib/libvirt/qemu', '/var/cache/libvirt'])
+      fs.mkdirSync(d, { recursive: true });
     const pids: number[] = [];
     for (const daemon of ['virtlogd', 'libvirtd']) {
       const pidFile = path.join(workDir, `${daemon}.pid`);
@@ -53,7 +73,10 @@ export async function setupLibvirt(workDir: string, bridge: string, domain: stri
         `<devices><emulator>/usr/bin/qemu-system-x86_64</emulator><video><model type='none'/></video><memballoon model='none'/></devices></domain>`,
     );
     const nic = path.join(workDir, 'nic.xml');
-    fs.writeFileSync(nic, `<interface type='bridge'><source bridge='${bridge}'/><model type='virtio'/><driver name='qemu' queues='8'/></interface>`);
+    fs.writeFileSync(
+      nic,
+      `<interface type='bridge'><source bridge='${bridge}'/><model type='virtio'/><driver name='qemu' queues='8'/></interface>`,
+    );
     try {
       await sh('virsh', [...VIRSH, 'create', dom]);
     } catch (e) {

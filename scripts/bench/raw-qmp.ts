@@ -40,8 +40,14 @@ export class RawQmp {
   }
 
   async addNic(i: number, tap: string, bridge: string): Promise<void> {
-    await this.command({ execute: 'netdev_add', arguments: { type: 'tap', id: `nd${i}`, ifname: tap, script: 'no', downscript: 'no', vhost: false, queues: 8 } });
-    await this.command({ execute: 'device_add', arguments: { driver: 'virtio-net-pci', id: `nic${i}`, netdev: `nd${i}`, mq: true, vectors: 18, bus: 'pci.0' } });
+    await this.command({
+      execute: 'netdev_add',
+      arguments: { type: 'tap', id: `nd${i}`, ifname: tap, script: 'no', downscript: 'no', vhost: false, queues: 8 },
+    });
+    await this.command({
+      execute: 'device_add',
+      arguments: { driver: 'virtio-net-pci', id: `nic${i}`, netdev: `nd${i}`, mq: true, vectors: 18, bus: 'pci.0' },
+    });
     await run('ip', ['link', 'set', 'dev', tap, 'master', bridge, 'up']);
   }
 

@@ -31,7 +31,12 @@ export async function openController(vm: string, g: GlobalOptions, startIp = fal
 }
 
 /** Lock first, then connect: the control monitor serves one client, and the lock queues them. */
-async function withController<T>(vm: string, g: GlobalOptions, fn: (c: Controller) => Promise<T>, startIp = false): Promise<T> {
+async function withController<T>(
+  vm: string,
+  g: GlobalOptions,
+  fn: (c: Controller) => Promise<T>,
+  startIp = false,
+): Promise<T> {
   const run = async () => {
     const controller = await openController(vm, g, startIp);
     try {
@@ -46,14 +51,23 @@ async function withController<T>(vm: string, g: GlobalOptions, fn: (c: Controlle
   return store.withLock(vm, run);
 }
 
-export async function start(vm: string, o: Record<string, string | string[] | boolean | undefined>, g: GlobalOptions): Promise<void> {
+export async function start(
+  vm: string,
+  o: Record<string, string | string[] | boolean | undefined>,
+  g: GlobalOptions,
+): Promise<void> {
   checkVmName(vm);
   const memory = String(o.memory);
   if (!MEMORY.test(memory)) throw new UsageError(`invalid memory '${memory}': use a size like 512M or 2G`);
-  for (const [what, path] of [['kernel', o.kernel], ['initrd', o.initrd], ...((o.disk as string[]).map((d) => ['disk', d]))] as [string, string | undefined][]) {
+  for (const [what, path] of [
+    ['kernel', o.kernel],
+    ['initrd', o.initrd],
+    ...(o.disk as string[]).map((d) => ['disk', d]),
+  ] as [string, string | undefined][]) {
     if (path !== undefined && !fs.existsSync(path)) throw new UsageError(`${what} '${path}' does not exist`);
   }
-  if (o.bridge !== undefined && !isBridge(String(o.bridge))) throw new UsageError(`bridge '${String(o.bridge)}' does not exist or is not a bridge`);
+  if (o.bridge !== undefined && !isBridge(String(o.bridge)))
+    throw new UsageError(`bridge '${String(o.bridge)}' does not exist or is not a bridge`);
   const record = await startVm(storeOf(g), {
     name: vm,
     cpus: checkInt(String(o.cpus), 'CPU count', 1, 1024),
@@ -102,11 +116,33 @@ export async function vms(o: { json?: boolean }, g: GlobalOptions): Promise<void
     }
     if (record) rows.push({ ...record, state: await vmState(record) });
   }
-  if (o.json) return printJson(rows.map((r) => ({ name: r.name, pid: r.pid, state: r.state, machine: r.spec.machine, cpus: r.spec.cpus, memory: r.spec.memory, accel: r.spec.accel, nics: r.nics.length, qmp: r.qmp })));
+  if (o.json)
+    return printJson(
+      rows.map((r) => ({
+        name: r.name,
+        pid: r.pid,
+        state: r.state,
+        machine: r.spec.machine,
+        cpus: r.spec.cpus,
+        memory: r.spec.memory,
+        accel: r.spec.accel,
+        nics: r.nics.length,
+        qmp: r.qmp,
+      })),
+    );
   process.stdout.write(
     table(
       ['NAME', 'PID', 'STATE', 'MACHINE', 'CPUS', 'MEMORY', 'ACCEL', 'NICS'],
-      rows.map((r) => [r.name, r.pid, r.state, r.spec.machine, r.spec.cpus, r.spec.memory, r.spec.accel, r.nics.length]),
+      rows.map((r) => [
+        r.name,
+        r.pid,
+        r.state,
+        r.spec.machine,
+        r.spec.cpus,
+        r.spec.memory,
+        r.spec.accel,
+        r.nics.length,
+      ]),
     ),
   );
 }
@@ -124,20 +160,41 @@ export async function doctor(o: { json?: boolean; qemu: string }): Promise<void>
     fs.accessSync('/dev/net/tun', fs.constants.R_OK | fs.constants.W_OK);
     tun = true;
   } catch {}
-  checks.push({ check: '/dev/net/tun', status: tun ? 'ok' : 'fail', detail: tun ? 'usable' : 'missing or not accessible: taps cannot be made' });
+  checks.push({
+    check: '/dev/net/tun',
+    status: tun ? 'ok' : 'fail',
+    detail: tun ? 'usable' : 'missing or not accessible: taps cannot be made',
+  });
   const vhost = vhostNetUsable();
-  checks.push({ check: '/dev/vhost-net', status: vhost ? 'ok' : 'warn', detail: vhost ? 'usable: --vhost auto turns vhost on' : 'missing: NICs run without vhost (--vhost on is refused)' });
+  checks.push({
+    check: '/dev/vhost-net',
+    status: vhost ? 'ok' : 'warn',
+    detail: vhost ? 'usable: --vhost auto turns vhost on' : 'missing: NICs run without vhost (--vhost on is refused)',
+  });
   const kvm = checkKvm();
-  checks.push({ check: 'kvm', status: kvm.usable ? 'ok' : 'warn', detail: `${kvm.reason}; --accel auto picks ${resolveAccel('auto').accel}` });
+  checks.push({
+    check: 'kvm',
+    status: kvm.usable ? 'ok' : 'warn',
+    detail: `${kvm.reason}; --accel auto picks ${resolveAccel('auto').accel}`,
+  });
   try {
-    const bridges = (JSON.parse(await ip(['-j', 'link', 'show', 'type', 'bridge'])) as { ifname: string }[]).map((b) => b.ifname);
+    const bridges = (JSON.parse(await ip(['-j', 'link', 'show', 'type', 'bridge'])) as { ifname: string }[]).map(
+      (b) => b.ifname,
+    );
     checks.push({ check: 'ip', status: 'ok', detail: 'iproute2 found' });
-    checks.push({ check: 'bridges', status: bridges.length ? 'ok' : 'warn', detail: bridges.length ? bridges.join(', ') : 'none (create one: ip link add br0 type bridge)' });
+    checks.push({
+      check: 'bridges',
+      status: bridges.length ? 'ok' : 'warn',
+      detail: bridges.length ? bridges.join(', ') : 'none (create one: ip link add br0 type bridge)',
+    });
   } catch (e) {
     checks.push({ check: 'ip', status: 'fail', detail: (e as Error).message });
   }
   if (o.json) printJson(checks);
-  else process.stdout.write(checks.map((c) => `${c.status.padEnd(4)}  ${c.check.padEnd(14)}  ${c.detail}`).join('\n') + '\n');
+  else
+    process.stdout.write(
+      checks.map((c) => `${c.status.padEnd(4)}  ${c.check.padEnd(14)}  ${c.detail}`).join('\n') + '\n',
+    );
   if (checks.some((c) => c.status === 'fail')) process.exitCode = 1;
 }
 
@@ -149,7 +206,8 @@ export async function qmp(vm: string, command: string, argsJson: string | undefi
     } catch {
       throw new UsageError(`invalid QMP arguments '${argsJson}': give a JSON object, e.g. '{"path":"/machine"}'`);
     }
-    if (args === null || typeof args !== 'object' || Array.isArray(args)) throw new UsageError(`invalid QMP arguments '${argsJson}': give a JSON object`);
+    if (args === null || typeof args !== 'object' || Array.isArray(args))
+      throw new UsageError(`invalid QMP arguments '${argsJson}': give a JSON object`);
   }
   await withController(vm, g, async (c) => {
     try {
@@ -161,8 +219,13 @@ export async function qmp(vm: string, command: string, argsJson: string | undefi
   });
 }
 
-export async function add(vm: string, o: Record<string, string | boolean | undefined>, g: GlobalOptions): Promise<void> {
-  const waitGuestMs = o.waitGuest === undefined ? undefined : o.waitGuest === true ? 30_000 : seconds(String(o.waitGuest), 'guest wait');
+export async function add(
+  vm: string,
+  o: Record<string, string | boolean | undefined>,
+  g: GlobalOptions,
+): Promise<void> {
+  const waitGuestMs =
+    o.waitGuest === undefined ? undefined : o.waitGuest === true ? 30_000 : seconds(String(o.waitGuest), 'guest wait');
   const request: AddRequest = {
     queues: String(o.queues),
     bridge: o.bridge === false ? null : (o.bridge as string | undefined),
@@ -183,7 +246,11 @@ export async function add(vm: string, o: Record<string, string | boolean | undef
   }
   const r = await withController(vm, g, (c) => c.addNic(request), true); // ip's start-up overlaps the connect
   for (const n of r.notes) note(n);
-  if (o.json) return printJson({ ...r, timings: Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, Math.round(v * 100) / 100])) });
+  if (o.json)
+    return printJson({
+      ...r,
+      timings: Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, Math.round(v * 100) / 100])),
+    });
   process.stdout.write(
     `added ${r.id} to ${vm}: ${r.queues} queues, tap ${r.tap} ${r.bridge ? `on ${r.bridge}` : '(no bridge)'} up, ` +
       `mac ${r.mac}, vectors ${r.vectors}, vhost ${r.vhost ? 'on' : 'off'}, bus ${r.bus}\n`,
@@ -198,11 +265,18 @@ export async function add(vm: string, o: Record<string, string | boolean | undef
   }
 }
 
-export async function remove(vm: string, nic: string, o: { timeout: string; json?: boolean }, g: GlobalOptions): Promise<void> {
+export async function remove(
+  vm: string,
+  nic: string,
+  o: { timeout: string; json?: boolean },
+  g: GlobalOptions,
+): Promise<void> {
   const timeoutMs = seconds(o.timeout, 'timeout');
   const r = await withController(vm, g, (c) => c.removeNic(nic, timeoutMs));
   if (o.json) return printJson({ ...r, unplugMs: Math.round(r.unplugMs) });
-  process.stdout.write(`removed ${r.id} from ${vm} (DEVICE_DELETED after ${Math.round(r.unplugMs)} ms; netdev ${r.netdev} and tap ${r.tap ?? '?'} gone)\n`);
+  process.stdout.write(
+    `removed ${r.id} from ${vm} (DEVICE_DELETED after ${Math.round(r.unplugMs)} ms; netdev ${r.netdev} and tap ${r.tap ?? '?'} gone)\n`,
+  );
 }
 
 export async function nics(vm: string, o: { json?: boolean }, g: GlobalOptions): Promise<void> {
@@ -212,9 +286,18 @@ export async function nics(vm: string, o: { json?: boolean }, g: GlobalOptions):
     table(
       ['ID', 'MAC', 'TAP', 'QUEUES', 'ACTIVE', 'VECTORS', 'MQ', 'VHOST', 'BRIDGE', 'LINK', 'STATE', 'DRIFT'],
       views.map((n) => [
-        n.id, n.mac, n.tap, n.queues, n.activeQueues === null ? null : `${n.activeQueues}/${n.activeQueues + (n.disabledQueues ?? 0)}`,
-        n.vectors, n.mq === null ? null : n.mq ? 'on' : 'off', n.vhost === null ? null : n.vhost ? 'on' : 'off', n.bridge,
-        n.linkUp === null ? null : n.linkUp ? 'up' : 'down', n.state, n.drift.join('; '),
+        n.id,
+        n.mac,
+        n.tap,
+        n.queues,
+        n.activeQueues === null ? null : `${n.activeQueues}/${n.activeQueues + (n.disabledQueues ?? 0)}`,
+        n.vectors,
+        n.mq === null ? null : n.mq ? 'on' : 'off',
+        n.vhost === null ? null : n.vhost ? 'on' : 'off',
+        n.bridge,
+        n.linkUp === null ? null : n.linkUp ? 'up' : 'down',
+        n.state,
+        n.drift.join('; '),
       ]),
     ),
   );

@@ -15,8 +15,15 @@ export function buildProgram(): Command {
   const program = new Command('mq-hotplug')
     .description('Hot-plug multiqueue virtio-net NICs into running QEMU VMs over QMP')
     .version(VERSION)
-    .option('--state-dir <dir>', 'state directory (env MQ_HOTPLUG_STATE_DIR)', process.env.MQ_HOTPLUG_STATE_DIR ?? '/run/mq-hotplug')
-    .option('--qmp <path>', 'control QMP socket of a VM not started by mq-hotplug (the <vm> argument is then only a label)')
+    .option(
+      '--state-dir <dir>',
+      'state directory (env MQ_HOTPLUG_STATE_DIR)',
+      process.env.MQ_HOTPLUG_STATE_DIR ?? '/run/mq-hotplug',
+    )
+    .option(
+      '--qmp <path>',
+      'control QMP socket of a VM not started by mq-hotplug (the <vm> argument is then only a label)',
+    )
     .option('--events-qmp <path>', 'events QMP socket of such a VM, for watch')
     .option('--trace', 'print every QMP message and ip command to stderr, timestamped (env MQ_HOTPLUG_TRACE=1)')
     .showHelpAfterError('(run with --help for usage)')
@@ -31,13 +38,21 @@ export function buildProgram(): Command {
     .option('--cpus <n>', 'vCPUs', '2')
     .option('--memory <size>', 'memory, e.g. 512M or 1G', '1G')
     .addOption(new Option('--machine <type>', 'machine type').choices(['pc', 'q35']).default('pc'))
-    .addOption(new Option('--accel <accel>', 'accelerator (auto: KVM only where it can really run a guest)').choices(['auto', 'kvm', 'tcg']).default('auto'))
+    .addOption(
+      new Option('--accel <accel>', 'accelerator (auto: KVM only where it can really run a guest)')
+        .choices(['auto', 'kvm', 'tcg'])
+        .default('auto'),
+    )
     .option('--disk <path>', 'virtio disk (repeatable)', collect, [])
     .option('--kernel <path>', 'kernel to boot')
     .option('--initrd <path>', 'initrd')
     .option('--append <cmdline>', 'kernel command line')
     .option('--serial <socket>', 'unix socket for the guest serial console (logged to serial.log)')
-    .option('--hotplug-slots <n>', 'q35: spare pcie-root-ports, one per hot-pluggable NIC (pc uses free pci.0 slots)', '8')
+    .option(
+      '--hotplug-slots <n>',
+      'q35: spare pcie-root-ports, one per hot-pluggable NIC (pc uses free pci.0 slots)',
+      '8',
+    )
     .option('--qemu <path>', 'QEMU binary', 'qemu-system-x86_64')
     .option('--qemu-arg <arg>', 'extra QEMU argument, passed as is (repeatable)', collect, [])
     .option('--bridge <bridge>', 'default bridge for add')
@@ -67,7 +82,9 @@ export function buildProgram(): Command {
   program
     .command('qmp <vm> <command> [args-json]')
     .description("send one QMP command to the VM's control monitor and print its return as JSON")
-    .action(async (vm, command, args, _opts, cmd) => (await import('./commands.js')).qmp(vm, command, args, cmd.optsWithGlobals()));
+    .action(async (vm, command, args, _opts, cmd) =>
+      (await import('./commands.js')).qmp(vm, command, args, cmd.optsWithGlobals()),
+    );
 
   program
     .command('add <vm>')
@@ -78,7 +95,11 @@ export function buildProgram(): Command {
     .option('--ifname <tap>', 'tap name (at most 15 characters)')
     .option('--mac <mac>', 'MAC address (default: 52:54:00:xx:xx:xx, unique in the VM)')
     .option('--id <id>', 'device id (default: nicN)')
-    .addOption(new Option('--vhost <mode>', 'vhost-net (auto: on where /dev/vhost-net is usable)').choices(['auto', 'on', 'off']).default('auto'))
+    .addOption(
+      new Option('--vhost <mode>', 'vhost-net (auto: on where /dev/vhost-net is usable)')
+        .choices(['auto', 'on', 'off'])
+        .default('auto'),
+    )
     .option('--wait-guest [seconds]', 'wait until the guest driver has taken the NIC (default 30 s)')
     .option('--dry-run', 'print the QMP commands and ip argv that would run, change nothing')
     .option('--json', 'JSON output')
@@ -101,8 +122,18 @@ export function buildProgram(): Command {
     .command('watch <vm>')
     .description("print the VM's events (QEMU's and the controller's) until it stops")
     .option('--json', 'one JSON object per line')
-    .option('--on <event>', 'with --exec: run a hook for this event (repeatable, pairs with --exec in order)', collect, [])
-    .option('--exec <command>', 'hook command: argv split on spaces, no shell; the event as JSON on stdin and MQH_* env', collect, [])
+    .option(
+      '--on <event>',
+      'with --exec: run a hook for this event (repeatable, pairs with --exec in order)',
+      collect,
+      [],
+    )
+    .option(
+      '--exec <command>',
+      'hook command: argv split on spaces, no shell; the event as JSON on stdin and MQH_* env',
+      collect,
+      [],
+    )
     .option('--reconcile', 'react: finish unplugs the guest did, re-attach taps that lost their bridge')
     .option('--follow', 'when the VM stops, wait for a VM of that name to start again')
     .option('--check-interval <seconds>', 'with --reconcile: how often taps are checked besides on events', '5')
@@ -113,7 +144,11 @@ export function buildProgram(): Command {
     .description('long-running reactions for a VM (watch --reconcile --follow without the printing)')
     .option('--check-interval <seconds>', 'how often taps are checked besides on events', '5')
     .action(async (vm, opts, cmd) =>
-      (await import('./watch.js')).watch(vm, { ...opts, reconcile: true, follow: true, quiet: true, on: [], exec: [] }, cmd.optsWithGlobals()),
+      (await import('./watch.js')).watch(
+        vm,
+        { ...opts, reconcile: true, follow: true, quiet: true, on: [], exec: [] },
+        cmd.optsWithGlobals(),
+      ),
     );
 
   return program;

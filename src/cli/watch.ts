@@ -29,14 +29,16 @@ interface Hook {
 }
 
 export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Promise<void> {
-  if (o.on.length !== o.exec.length) throw new UsageError(`--on and --exec go in pairs: got ${o.on.length} --on and ${o.exec.length} --exec`);
+  if (o.on.length !== o.exec.length)
+    throw new UsageError(`--on and --exec go in pairs: got ${o.on.length} --on and ${o.exec.length} --exec`);
   const hooks: Hook[] = o.on.map((event, i) => {
     const argv = o.exec[i]!.trim().split(/\s+/);
     if (!argv[0]) throw new UsageError(`empty --exec for --on ${event}`);
     return { event, argv };
   });
   const periodMs = Math.max(100, Number.parseFloat(o.checkInterval ?? '5') * 1000);
-  if (!Number.isFinite(periodMs)) throw new UsageError(`invalid check interval '${o.checkInterval}': use seconds, e.g. 5 or 0.5`);
+  if (!Number.isFinite(periodMs))
+    throw new UsageError(`invalid check interval '${o.checkInterval}': use seconds, e.g. 5 or 0.5`);
   const external = g.eventsQmp ?? g.qmp;
   if (!external) checkVmName(vm);
   const store = external ? undefined : new StateStore(g.stateDir);
@@ -53,8 +55,12 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
   for (;;) {
     if (store && o.follow) lastPid = await waitForVm(store, vm, lastPid, () => stopping);
     if (stopping) break;
-    const controller = (current = await Controller.open(external ? { qmp: external, name: vm } : { name: vm, store, monitor: 'events' }));
-    const others$ = store ? tailEventLog<VmEvent>(store.eventLogPath(vm)).pipe(filter((e) => e.pid !== process.pid)) : EMPTY;
+    const controller = (current = await Controller.open(
+      external ? { qmp: external, name: vm } : { name: vm, store, monitor: 'events' },
+    ));
+    const others$ = store
+      ? tailEventLog<VmEvent>(store.eventLogPath(vm)).pipe(filter((e) => e.pid !== process.pid))
+      : EMPTY;
     let lastEvent = '';
     const printing = merge(controller.events$, others$).subscribe((e) => {
       lastEvent = e.event;
@@ -68,7 +74,10 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
     reacting?.unsubscribe();
     await controller.close();
     if (stopping) break;
-    const why = lastEvent === 'SHUTDOWN' ? 'the VM shut down' : `its QMP connection closed${reason ? ` (${reason.message})` : ''}`;
+    const why =
+      lastEvent === 'SHUTDOWN'
+        ? 'the VM shut down'
+        : `its QMP connection closed${reason ? ` (${reason.message})` : ''}`;
     process.stderr.write(`${vm}: ${why}\n`);
     if (store && o.reconcile) {
       const record = store.read(vm);
@@ -88,7 +97,9 @@ function print(vm: string, e: VmEvent, json?: boolean): void {
     return;
   }
   const at = new Date(timestamp.seconds * 1000 + timestamp.microseconds / 1000).toISOString();
-  process.stdout.write(`${at} ${vm} ${source === 'controller' ? 'mq-hotplug' : 'qemu'} ${event} ${JSON.stringify(data)}\n`);
+  process.stdout.write(
+    `${at} ${vm} ${source === 'controller' ? 'mq-hotplug' : 'qemu'} ${event} ${JSON.stringify(data)}\n`,
+  );
 }
 
 /** Runs one hook: argv only (no shell), the event as JSON on stdin and as MQH_* variables. */
@@ -108,7 +119,8 @@ async function runHook(hook: Hook, vm: string, e: VmEvent): Promise<void> {
   }
   try {
     const result = await execa(hook.argv[0]!, hook.argv.slice(1), { input: json, env, reject: false, timeout: 60_000 });
-    if (result.failed) process.stderr.write(`hook '${hook.argv.join(' ')}' for ${e.event} failed: ${result.shortMessage}\n`);
+    if (result.failed)
+      process.stderr.write(`hook '${hook.argv.join(' ')}' for ${e.event} failed: ${result.shortMessage}\n`);
     else if (result.stdout) process.stderr.write(result.stdout + '\n');
   } catch (err) {
     process.stderr.write(`hook '${hook.argv.join(' ')}' for ${e.event} failed: ${(err as Error).message}\n`);
@@ -116,7 +128,12 @@ async function runHook(hook: Hook, vm: string, e: VmEvent): Promise<void> {
 }
 
 /** Waits until a VM of that name runs with a pid other than `previous`. */
-async function waitForVm(store: StateStore, vm: string, previous: number | undefined, stop: () => boolean): Promise<number | undefined> {
+async function waitForVm(
+  store: StateStore,
+  vm: string,
+  previous: number | undefined,
+  stop: () => boolean,
+): Promise<number | undefined> {
   const started = () => {
     if (stop()) return previous ?? -1;
     try {

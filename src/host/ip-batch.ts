@@ -60,7 +60,9 @@ export class IpBatch {
       culprit?.reject(new HostCommandError([ipBinary(), ...culprit.argv], this.stderr.trim() || why));
       for (const r of rest) this.run(r.argv).then(r.resolve, r.reject);
     };
-    proc.on('error', (e: NodeJS.ErrnoException) => gone(e.code === 'ENOENT' ? `'${ipBinary()}' not found in PATH (install iproute2)` : e.message));
+    proc.on('error', (e: NodeJS.ErrnoException) =>
+      gone(e.code === 'ENOENT' ? `'${ipBinary()}' not found in PATH (install iproute2)` : e.message),
+    );
     proc.on('exit', (code) => gone(`ip exited (code ${code})`));
     proc.catch(() => {});
   }
@@ -68,7 +70,8 @@ export class IpBatch {
   /** Runs one ip command (argv without the leading "ip"); rejects with ip's own error text. */
   run(argv: string[]): Promise<void> {
     for (const token of argv) {
-      if (!SAFE_TOKEN.test(token)) return Promise.reject(new HostCommandError([ipBinary(), ...argv], `unsafe token '${token}'`));
+      if (!SAFE_TOKEN.test(token))
+        return Promise.reject(new HostCommandError([ipBinary(), ...argv], `unsafe token '${token}'`));
     }
     this.start();
     const proc = this.proc!;

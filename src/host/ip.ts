@@ -28,7 +28,12 @@ export function ipBinary(): string {
 /** Where `ip` would be run from, or undefined: preflight checks this before anything changes. */
 export function findIp(): string | undefined {
   const bin = ipBinary();
-  const candidates = bin.includes('/') ? [bin] : (process.env.PATH ?? '').split(':').filter(Boolean).map((d) => `${d}/${bin}`);
+  const candidates = bin.includes('/')
+    ? [bin]
+    : (process.env.PATH ?? '')
+        .split(':')
+        .filter(Boolean)
+        .map((d) => `${d}/${bin}`);
   return candidates.find((c) => {
     try {
       accessSync(c, constants.X_OK);
@@ -49,7 +54,9 @@ export async function ip(args: string[]): Promise<string> {
   } catch (e) {
     const err = e as { code?: string; stderr?: string; shortMessage?: string };
     const detail =
-      err.code === 'ENOENT' ? `'${argv[0]}' not found in PATH (install iproute2)` : (err.stderr?.trim() || err.shortMessage || String(e));
+      err.code === 'ENOENT'
+        ? `'${argv[0]}' not found in PATH (install iproute2)`
+        : err.stderr?.trim() || err.shortMessage || String(e);
     throw new HostCommandError(argv, detail);
   }
 }
@@ -85,11 +92,16 @@ export type VhostMode = 'auto' | 'on' | 'off';
  * whole VM on netdev_add vhost=on without it, so it is refused, never sent), 'auto' where usable.
  * `note` says why auto turned it off.
  */
-export function decideVhost(mode: VhostMode, usable: () => boolean = vhostNetUsable): { vhost: boolean; note?: string } {
+export function decideVhost(
+  mode: VhostMode,
+  usable: () => boolean = vhostNetUsable,
+): { vhost: boolean; note?: string } {
   if (mode === 'off') return { vhost: false };
   if (usable()) return { vhost: true };
   if (mode === 'on') {
-    throw new UsageError(`vhost 'on' needs ${VHOST_NET}, which is missing or not accessible here; use --vhost auto or off`);
+    throw new UsageError(
+      `vhost 'on' needs ${VHOST_NET}, which is missing or not accessible here; use --vhost auto or off`,
+    );
   }
   return { vhost: false, note: `vhost off: ${VHOST_NET} is not available on this host` };
 }
@@ -105,7 +117,14 @@ export function masterOf(name: string): string | undefined {
 
 /** The one ip command that attaches a tap to a bridge and sets it up (without a bridge: only up). */
 export function attachArgs(tap: string, bridge?: string): string[] {
-  return ['link', 'set', 'dev', checkIfname(tap), ...(bridge ? ['master', checkIfname(bridge, 'bridge name')] : []), 'up'];
+  return [
+    'link',
+    'set',
+    'dev',
+    checkIfname(tap),
+    ...(bridge ? ['master', checkIfname(bridge, 'bridge name')] : []),
+    'up',
+  ];
 }
 
 export interface LinkInfo {

@@ -30,7 +30,9 @@ export function checkQemuId(id: string, what = 'id'): string {
 
 export function checkVmName(name: string): string {
   if (!VM_NAME.test(name)) {
-    throw new UsageError(`invalid VM name '${name}': use 1-32 characters of A-Z a-z 0-9 _ . - (not starting with . _ -)`);
+    throw new UsageError(
+      `invalid VM name '${name}': use 1-32 characters of A-Z a-z 0-9 _ . - (not starting with . _ -)`,
+    );
   }
   return name;
 }
@@ -40,7 +42,9 @@ export function checkMac(mac: string): string {
   const lower = mac.toLowerCase();
   if (!MAC.test(lower)) throw new UsageError(`invalid MAC '${mac}': use six hex pairs like 52:54:00:12:34:56`);
   if (parseInt(lower.slice(0, 2), 16) & 1) {
-    throw new UsageError(`invalid MAC '${mac}': it is multicast (first octet odd); use a unicast MAC like 52:54:00:12:34:56`);
+    throw new UsageError(
+      `invalid MAC '${mac}': it is multicast (first octet odd); use a unicast MAC like 52:54:00:12:34:56`,
+    );
   }
   if (lower === '00:00:00:00:00:00') throw new UsageError(`invalid MAC '${mac}': all zeros`);
   return lower;

@@ -3,7 +3,17 @@
  * none (a VM given by --qmp), and the Linux host (sysfs reads, `ip -j`, one long-lived batch ip).
  */
 import { IpBatch } from '../host/ip-batch.js';
-import { findIp, ipBinary, isBridge, linkExists, linkIsUp, masterOf, showLink, showLinks, vhostNetUsable } from '../host/ip.js';
+import {
+  findIp,
+  ipBinary,
+  isBridge,
+  linkExists,
+  linkIsUp,
+  masterOf,
+  showLink,
+  showLinks,
+  vhostNetUsable,
+} from '../host/ip.js';
 import { type NicRecord, type StateStore, type VmRecord, qemuAlive } from '../qemu/state.js';
 import { pollUntil } from '../util/time.js';
 import type { HostPort, RecordPort } from './context.js';

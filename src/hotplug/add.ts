@@ -78,13 +78,16 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
   const requestedMac = request.mac === undefined ? undefined : checkMac(request.mac);
   const vhostMode = checkChoice(request.vhost ?? 'auto', 'vhost', ['auto', 'on', 'off'] as const);
 
-  if (!host.findIp()) throw new UsageError(`'${host.ipArgv([])[0]}' not found in PATH: the tap could not be bridged (install iproute2)`);
+  if (!host.findIp())
+    throw new UsageError(`'${host.ipArgv([])[0]}' not found in PATH: the tap could not be bridged (install iproute2)`);
   const record = ctx.record.read();
   const bridge = request.bridge === undefined ? (record?.spec.bridge ?? null) : request.bridge || null;
   if (bridge !== null) {
     checkIfname(bridge, 'bridge name');
-    if (!host.linkExists(bridge)) throw new UsageError(`bridge '${bridge}' does not exist (create it: ip link add ${bridge} type bridge)`);
-    if (!host.isBridge(bridge)) throw new UsageError(`'${bridge}' is not a bridge; give --bridge the name of a Linux bridge`);
+    if (!host.linkExists(bridge))
+      throw new UsageError(`bridge '${bridge}' does not exist (create it: ip link add ${bridge} type bridge)`);
+    if (!host.isBridge(bridge))
+      throw new UsageError(`'${bridge}' is not a bridge; give --bridge the name of a Linux bridge`);
   }
   const { vhost, note } = decideVhost(vhostMode, () => host.vhostNetUsable());
   if (note) notes.push(note);
@@ -92,7 +95,10 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
   live ??= await inspectVm(ctx.qmp, { askCpus: !record });
   if (!live.running) throw new UsageError(`VM '${ctx.vm}' is ${live.status}, not running; hot-plug needs a running VM`);
   const cpus = record?.spec.cpus ?? live.cpus ?? 1;
-  if (queues > cpus) notes.push(`${queues} queues for ${cpus} vCPUs: the guest enables ${cpus} pairs until 'ethtool -L <if> combined ${queues}'`);
+  if (queues > cpus)
+    notes.push(
+      `${queues} queues for ${cpus} vCPUs: the guest enables ${cpus} pairs until 'ethtool -L <if> combined ${queues}'`,
+    );
 
   const recordedIds = new Set(record?.nics.map((n) => n.id));
   const taken = (candidate: string) => live.deviceIds.has(candidate) || recordedIds.has(candidate);
@@ -105,7 +111,8 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
   const macs = new Set([...(record?.nics.map((n) => n.mac) ?? []), ...(await nicMacs(ctx.qmp, unrecorded))]);
   let mac: string;
   if (requestedMac !== undefined) {
-    if (macs.has(requestedMac)) throw new UsageError(`MAC '${requestedMac}' is already used in VM '${ctx.vm}'; pick another --mac`);
+    if (macs.has(requestedMac))
+      throw new UsageError(`MAC '${requestedMac}' is already used in VM '${ctx.vm}'; pick another --mac`);
     mac = requestedMac;
   } else {
     do mac = `52:54:00:${[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
@@ -113,7 +120,8 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
   }
 
   const tap = request.ifname ?? defaultTapName(ctx.vm, id, host.linkExists);
-  if (host.linkExists(tap)) throw new UsageError(`tap name '${tap}' is already taken by a host interface; pick another --ifname`);
+  if (host.linkExists(tap))
+    throw new UsageError(`tap name '${tap}' is already taken by a host interface; pick another --ifname`);
 
   if (!live.freeBus) {
     throw new UsageError(
@@ -126,13 +134,34 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
   const vectors = 2 * queues + 2; // one per rx and tx queue, one for config, one for control
   const bus = live.freeBus;
   return {
-    id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes,
+    id,
+    netdev,
+    tap,
+    mac,
+    queues,
+    vectors,
+    vhost,
+    bridge,
+    bus,
+    notes,
     commands: [
-      { execute: 'netdev_add', arguments: { type: 'tap', id: netdev, ifname: tap, script: 'no', downscript: 'no', vhost, queues } },
+      {
+        execute: 'netdev_add',
+        arguments: { type: 'tap', id: netdev, ifname: tap, script: 'no', downscript: 'no', vhost, queues },
+      },
       {
         execute: 'device_add',
         // On a root port the device must sit at 0.0: QEMU would put a second one at 1.0, where the guest never looks.
-        arguments: { driver: 'virtio-net-pci', id, netdev, mac, mq: true, vectors, bus, ...(live.q35 ? { addr: '0' } : {}) },
+        arguments: {
+          driver: 'virtio-net-pci',
+          id,
+          netdev,
+          mac,
+          mq: true,
+          vectors,
+          bus,
+          ...(live.q35 ? { addr: '0' } : {}),
+        },
       },
     ],
     ipArgv: host.ipArgv(attachArgs(tap, bridge ?? undefined)),
@@ -162,7 +191,12 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
     waitGuestMs !== undefined
       ? nextEvent(ctx.events$, 'NIC_RX_FILTER_CHANGED', (e) => e.source === 'qemu' && e.data.name === id, waitGuestMs)
       : undefined;
-  const bridged = nextEvent(ctx.events$.pipe(filter(fromController)), ['NIC_BRIDGED', 'NIC_BRIDGE_FAILED'], forDevice(id), BRIDGING_TIMEOUT_MS);
+  const bridged = nextEvent(
+    ctx.events$.pipe(filter(fromController)),
+    ['NIC_BRIDGED', 'NIC_BRIDGE_FAILED'],
+    forDevice(id),
+    BRIDGING_TIMEOUT_MS,
+  );
 
   const t0 = performance.now();
   // Pipelined: if netdev_add fails, device_add fails too (no such netdev) and nothing exists.
@@ -177,7 +211,12 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
   ctx.publish('DEVICE_ADDED', { device: id, netdev, tap, mac, queues, vectors, vhost, bridge, bus });
   const outcome = await bridged.catch((e: Error) => e);
   const t2 = performance.now();
-  const bridgeError = outcome instanceof Error ? outcome : outcome.event === 'NIC_BRIDGE_FAILED' ? new Error(outcome.data.error) : undefined;
+  const bridgeError =
+    outcome instanceof Error
+      ? outcome
+      : outcome.event === 'NIC_BRIDGE_FAILED'
+        ? new Error(outcome.data.error)
+        : undefined;
   if (bridgeError) throw await undo(ctx, attachStep(plan), bridgeError, plan, true);
   // Last, QEMU confirms the device is there with our netdev: proof that the VM outlived the whole
   // add. The record is written while QEMU answers, and taken back if the answer is wrong.
@@ -195,32 +234,57 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
   const timings = { preflight: 0, plug: t1 - t0, bridging: t2 - t1, confirm: t3 - t2, total: t3 - t0 };
   const result: AddResult = { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes, timings };
   if (guestTook) {
-    result.guestReady = await guestTook.then(() => true, () => false);
+    result.guestReady = await guestTook.then(
+      () => true,
+      () => false,
+    );
     result.activeQueues = (await ctx.host.showLink(tap))?.numQueues;
   }
   return result;
 }
 
-const attachStep = (plan: AddPlan) => (plan.bridge ? `attaching ${plan.tap} to ${plan.bridge}` : `setting ${plan.tap} up`);
+const attachStep = (plan: AddPlan) =>
+  plan.bridge ? `attaching ${plan.tap} to ${plan.bridge}` : `setting ${plan.tap} up`;
 
 /**
  * The error for a failed step. With the QMP connection lost nothing more can be undone: if QEMU's
  * process is gone, its tap, netdev and device went with it; otherwise they are reported pending.
  */
-async function failure(ctx: HotplugContext, step: string, cause: Error, plan?: AddPlan, report: RollbackReport = NOTHING_UNDONE): Promise<HotplugError> {
+async function failure(
+  ctx: HotplugContext,
+  step: string,
+  cause: Error,
+  plan?: AddPlan,
+  report: RollbackReport = NOTHING_UNDONE,
+): Promise<HotplugError> {
   if (ctx.qmp.isReady) return new HotplugError(step, cause, report);
   if (await ctx.record.qemuExited()) {
-    return new HotplugError(step, new Error(`QEMU of VM '${ctx.vm}' exited during the hot-plug (${cause.message}); its tap, netdev and device went with it`));
+    return new HotplugError(
+      step,
+      new Error(
+        `QEMU of VM '${ctx.vm}' exited during the hot-plug (${cause.message}); its tap, netdev and device went with it`,
+      ),
+    );
   }
   const left = plan ? [`netdev ${plan.netdev} and tap ${plan.tap}`, `device ${plan.id} if QEMU made it`] : [];
-  return new HotplugError(step, new Error(`the QMP connection was lost (${cause.message}); check with 'mq-hotplug nics ${ctx.vm}'`), {
-    ...report,
-    pending: left,
-  });
+  return new HotplugError(
+    step,
+    new Error(`the QMP connection was lost (${cause.message}); check with 'mq-hotplug nics ${ctx.vm}'`),
+    {
+      ...report,
+      pending: left,
+    },
+  );
 }
 
 /** Rolls back a half-made NIC and returns the error that says what was undone. */
-async function undo(ctx: HotplugContext, step: string, cause: Error, plan: AddPlan, deviceExists: boolean): Promise<HotplugError> {
+async function undo(
+  ctx: HotplugContext,
+  step: string,
+  cause: Error,
+  plan: AddPlan,
+  deviceExists: boolean,
+): Promise<HotplugError> {
   if (!ctx.qmp.isReady) return failure(ctx, step, cause, plan);
   return failure(ctx, step, cause, plan, await rollbackNic(ctx, plan, deviceExists));
 }

@@ -78,7 +78,10 @@ export class Controller {
       checkVmName(name);
       const record = store!.read(name);
       if (!record) throw new StateError(`no VM named '${name}' in ${store!.root} (see 'mq-hotplug vms')`);
-      if (!qemuAlive(record)) throw new StateError(`VM '${name}' is not running (its QEMU, pid ${record.pid}, is gone); 'mq-hotplug stop ${name}' cleans up`);
+      if (!qemuAlive(record))
+        throw new StateError(
+          `VM '${name}' is not running (its QEMU, pid ${record.pid}, is gone); 'mq-hotplug stop ${name}' cleans up`,
+        );
       target = options.monitor === 'events' ? record.eventsQmp : record.qmp;
     }
     const host = new LinuxHost(); // its batch ip starts with the first change, not for read-only commands

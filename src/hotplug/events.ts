@@ -32,7 +32,14 @@ export interface ControllerEventData {
   /** device_del was sent and the guest has not released the device within the timeout. */
   NIC_UNPLUG_PENDING: { device: string; netdev: string; tap: string | null };
   /** The device and its netdev are gone; `reason` says who asked (remove, the guest, a pending unplug). */
-  NIC_REMOVED: { device: string; netdev: string; tap: string | null; mac: string | null; tapGone: boolean | null; reason: string };
+  NIC_REMOVED: {
+    device: string;
+    netdev: string;
+    tap: string | null;
+    mac: string | null;
+    tapGone: boolean | null;
+    reason: string;
+  };
   /** The reconcile reaction put a tap back on its bridge, or up. `was` is the master it had. */
   NIC_REATTACHED: { device: string; tap: string; bridge: string | null; was: string | null };
   /** A recorded NIC's bridge no longer exists: nothing to re-attach to. */

@@ -89,7 +89,13 @@ export interface LiveNic {
  * whole VLAN table (4096 entries): its cost grew with every NIC. qom-get is small, and pipelined.
  */
 export function nicMacs(qmp: QmpPort, ids: string[]): Promise<string[]> {
-  return Promise.all(ids.map((id) => qmp.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'mac' }).then((m) => m.toLowerCase())));
+  return Promise.all(
+    ids.map((id) =>
+      qmp
+        .execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'mac' })
+        .then((m) => m.toLowerCase()),
+    ),
+  );
 }
 
 /** Every virtio-net-pci NIC under /machine/peripheral with its QOM properties (pipelined). */

@@ -44,7 +44,8 @@ export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
     if (rec && rec.mac !== nic.mac) drift.push(`MAC ${nic.mac}, record says ${rec.mac}`);
     if (rec && nic.tap && rec.tap !== nic.tap) drift.push(`tap ${nic.tap}, record says ${rec.tap}`);
     if (tapName && !link) drift.push(`tap ${tapName} missing on the host`);
-    if (link && rec?.bridge && link.master !== rec.bridge) drift.push(`tap not on bridge ${rec.bridge}${link.master ? ` (on ${link.master})` : ''}`);
+    if (link && rec?.bridge && link.master !== rec.bridge)
+      drift.push(`tap not on bridge ${rec.bridge}${link.master ? ` (on ${link.master})` : ''}`);
     if (link && !link.up) drift.push('tap is down');
     if (nic.vectors === 0) drift.push('MSI-X off (vectors 0)');
     const total = link?.numQueues !== undefined ? link.numQueues + (link.numDisabled ?? 0) : undefined;
@@ -66,8 +67,18 @@ export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
   }
   for (const rec of recorded.values()) {
     views.push({
-      id: rec.id, mac: rec.mac, tap: rec.tap, queues: rec.queues, activeQueues: null, disabledQueues: null,
-      vectors: rec.vectors, mq: null, vhost: rec.vhost, bridge: null, linkUp: null, state: 'missing',
+      id: rec.id,
+      mac: rec.mac,
+      tap: rec.tap,
+      queues: rec.queues,
+      activeQueues: null,
+      disabledQueues: null,
+      vectors: rec.vectors,
+      mq: null,
+      vhost: rec.vhost,
+      bridge: null,
+      linkUp: null,
+      state: 'missing',
       drift: ['recorded but not in the VM'],
     });
   }

@@ -12,12 +12,18 @@ import type { HotplugContext } from './context.js';
 import type { VmEvent } from './events.js';
 import { finishRemoval } from './remove.js';
 
-export function startReconcile(ctx: HotplugContext, events$: Observable<VmEvent> = ctx.events$, periodMs = 5000): Subscription {
+export function startReconcile(
+  ctx: HotplugContext,
+  events$: Observable<VmEvent> = ctx.events$,
+  periodMs = 5000,
+): Subscription {
   const deleted$ = events$.pipe(
     filter((e) => e.event === 'DEVICE_DELETED' && e.source === 'qemu' && typeof e.data.device === 'string'),
     map((e) => ({ kind: 'deleted' as const, device: (e.data as { device: string }).device })),
   );
-  const check$ = merge(interval(periodMs), events$.pipe(filter((e) => e.event !== 'DEVICE_DELETED'))).pipe(map(() => ({ kind: 'check' as const })));
+  const check$ = merge(interval(periodMs), events$.pipe(filter((e) => e.event !== 'DEVICE_DELETED'))).pipe(
+    map(() => ({ kind: 'check' as const })),
+  );
   return merge(deleted$, check$)
     .pipe(
       concatMap(async (job) => {

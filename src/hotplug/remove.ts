@@ -54,7 +54,10 @@ export async function removeNic(ctx: HotplugContext, selector: string, timeoutMs
 async function unplugDevice(ctx: HotplugContext, id: string, timeoutMs: number): Promise<boolean> {
   const deleted = nextEvent(ctx.events$, 'DEVICE_DELETED', forDevice(id), timeoutMs);
   let gone = false;
-  deleted.then(() => (gone = true), () => {});
+  deleted.then(
+    () => (gone = true),
+    () => {},
+  );
   const deadline = performance.now() + timeoutMs;
   do {
     try {
@@ -64,7 +67,11 @@ async function unplugDevice(ctx: HotplugContext, id: string, timeoutMs: number):
       // native PCIe refuses a second device_del while the first is in progress: keep waiting
       if (!(e instanceof QmpCommandError && /already in the process of unplug/.test(e.desc))) throw e;
     }
-    await within(deleted.catch(() => {}), Math.min(RESEND_MS, deadline - performance.now()), undefined);
+    await within(
+      deleted.catch(() => {}),
+      Math.min(RESEND_MS, deadline - performance.now()),
+      undefined,
+    );
   } while (!gone && performance.now() < deadline);
   try {
     await deleted;
@@ -131,7 +138,8 @@ type FoundNic = NicRecord | (Partial<NicSpec> & { id: string; netdev: string; ma
 /** A NIC by id, tap name or MAC, from the record joined with the live VM. */
 export async function findNic(ctx: HotplugContext, selector: string): Promise<FoundNic> {
   const key = selector.toLowerCase();
-  const matches = (n: { id: string; tap?: string; mac: string }) => n.id === selector || n.tap === selector || n.mac === key;
+  const matches = (n: { id: string; tap?: string; mac: string }) =>
+    n.id === selector || n.tap === selector || n.mac === key;
   // the record knows our NICs: ask QEMU (a qom-get per property per NIC) only for others
   const recorded = ctx.record.read()?.nics ?? [];
   const known = recorded.find(matches);

@@ -10,7 +10,10 @@ import { Observable } from 'rxjs';
 export type Logged<E> = E & { vm: string; pid: number };
 
 /** Events appended to `file` after subscription (optionally from its start), polled every `intervalMs`. */
-export function tailEventLog<E extends object>(file: string, { fromStart = false, intervalMs = 50 } = {}): Observable<Logged<E>> {
+export function tailEventLog<E extends object>(
+  file: string,
+  { fromStart = false, intervalMs = 50 } = {},
+): Observable<Logged<E>> {
   return new Observable<Logged<E>>((subscriber) => {
     let offset = fromStart ? 0 : sizeOf(file);
     let partial = '';

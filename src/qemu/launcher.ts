@@ -24,7 +24,9 @@ export async function startVm(store: StateStore, request: StartRequest, readyTim
   checkVmName(request.name);
   const existing = safeReadRecord(store, request.name);
   if (existing && qemuAlive(existing)) {
-    throw new StartError(`VM '${request.name}' is already running (pid ${existing.pid}); stop it first or pick another name`);
+    throw new StartError(
+      `VM '${request.name}' is already running (pid ${existing.pid}); stop it first or pick another name`,
+    );
   }
   store.remove(request.name); // stale state from a dead QEMU is not trusted
 
@@ -33,7 +35,11 @@ export async function startVm(store: StateStore, request: StartRequest, readyTim
   const paths = store.createVmDir(spec.name);
   const argv = [spec.qemu, ...qemuArgv(spec, paths)];
 
-  const logFd = fs.openSync(paths.log, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o600);
+  const logFd = fs.openSync(
+    paths.log,
+    fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW,
+    0o600,
+  );
   const oldMask = process.umask(0o077); // QEMU creates its sockets 0600
   let child;
   try {
@@ -144,7 +150,11 @@ export async function stopVm(store: StateStore, name: string, timeoutMs = 10_000
   try {
     const qmp = await QmpClient.connect(record.qmp, { greetingTimeoutMs: Math.min(timeoutMs, 3000) });
     await qmp.execute('quit').catch(() => {}); // QEMU may close before it answers
-    const eof = await within(qmp.closed.then(() => true), timeoutMs, false);
+    const eof = await within(
+      qmp.closed.then(() => true),
+      timeoutMs,
+      false,
+    );
     if (!eof) throw new Error('no EOF after quit');
     await qmp.close();
   } catch {
@@ -170,7 +180,9 @@ export async function vmState(record: VmRecord): Promise<VmState> {
   try {
     const qmp = await QmpClient.connect(record.qmp, { greetingTimeoutMs: 1000 });
     try {
-      const status = await qmp.execute<{ running: boolean; status: string }>('query-status', undefined, { timeoutMs: 2000 });
+      const status = await qmp.execute<{ running: boolean; status: string }>('query-status', undefined, {
+        timeoutMs: 2000,
+      });
       return status.running ? 'running' : status.status === 'paused' ? 'paused' : status.status;
     } finally {
       await qmp.close();

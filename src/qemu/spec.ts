@@ -39,14 +39,23 @@ export const rootPortId = (i: number) => `mqh-port${i}`;
 
 export function qemuArgv(spec: VmSpec, paths: VmPaths): string[] {
   const args = [
-    '-name', `${spec.name},process=mqh-${spec.name}`,
-    '-machine', `${spec.machine},accel=${spec.accel}`,
-    '-smp', String(spec.cpus),
-    '-m', spec.memory,
-    '-nodefaults', '-no-user-config', '-display', 'none',
+    '-name',
+    `${spec.name},process=mqh-${spec.name}`,
+    '-machine',
+    `${spec.machine},accel=${spec.accel}`,
+    '-smp',
+    String(spec.cpus),
+    '-m',
+    spec.memory,
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
     // Two monitors: one for one-shot commands (add/remove), one for a long-running watcher.
-    '-qmp', `unix:${paths.qmp},server=on,wait=off`,
-    '-qmp', `unix:${paths.eventsQmp},server=on,wait=off`,
+    '-qmp',
+    `unix:${paths.qmp},server=on,wait=off`,
+    '-qmp',
+    `unix:${paths.eventsQmp},server=on,wait=off`,
   ];
   if (spec.kernel) args.push('-kernel', spec.kernel);
   if (spec.initrd) args.push('-initrd', spec.initrd);
@@ -56,8 +65,10 @@ export function qemuArgv(spec: VmSpec, paths: VmPaths): string[] {
   }
   if (spec.serial) {
     args.push(
-      '-chardev', `socket,id=serial0,path=${spec.serial.replaceAll(',', ',,')},server=on,wait=off,logfile=${paths.serialLog}`,
-      '-serial', 'chardev:serial0',
+      '-chardev',
+      `socket,id=serial0,path=${spec.serial.replaceAll(',', ',,')},server=on,wait=off,logfile=${paths.serialLog}`,
+      '-serial',
+      'chardev:serial0',
     );
   }
   if (spec.machine === 'q35') {

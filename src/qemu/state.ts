@@ -40,7 +40,19 @@ export interface NicRecord extends NicSpec {
 /** The one builder of a NIC's record, from what was planned for it. */
 export function nicRecord(nic: NicSpec & { bridge: string | null }, state: NicRecord['state']): NicRecord {
   const { id, netdev, tap, mac, queues, vectors, vhost, bus, bridge } = nic;
-  return { id, netdev, tap, mac, queues, vectors, vhost, bus, ...(bridge ? { bridge } : {}), state, addedAt: new Date().toISOString() };
+  return {
+    id,
+    netdev,
+    tap,
+    mac,
+    queues,
+    vectors,
+    vhost,
+    bus,
+    ...(bridge ? { bridge } : {}),
+    state,
+    addedAt: new Date().toISOString(),
+  };
 }
 
 export interface VmRecord extends VmPaths {
@@ -70,10 +82,15 @@ export function ensurePrivateDir(dir: string): void {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
   }
   const st = fs.lstatSync(dir);
-  if (!st.isDirectory()) throw new StateError(`state directory ${dir} is not a directory (a symlink or file is refused)`);
+  if (!st.isDirectory())
+    throw new StateError(`state directory ${dir} is not a directory (a symlink or file is refused)`);
   const uid = process.getuid?.() ?? 0;
-  if (st.uid !== uid) throw new StateError(`state directory ${dir} is owned by uid ${st.uid}, not by us (uid ${uid}); refusing it`);
-  if (st.mode & 0o022) throw new StateError(`state directory ${dir} is writable by others (mode ${(st.mode & 0o777).toString(8)}); refusing it`);
+  if (st.uid !== uid)
+    throw new StateError(`state directory ${dir} is owned by uid ${st.uid}, not by us (uid ${uid}); refusing it`);
+  if (st.mode & 0o022)
+    throw new StateError(
+      `state directory ${dir} is writable by others (mode ${(st.mode & 0o777).toString(8)}); refusing it`,
+    );
   if (st.mode & 0o077) fs.chmodSync(dir, 0o700);
 }
 
@@ -159,7 +176,11 @@ export class StateStore {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
-        const fd = fs.openSync(lockPath, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+        const fd = fs.openSync(
+          lockPath,
+          fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
+          0o600,
+        );
         fs.writeSync(fd, `${process.pid}\n`);
         fs.closeSync(fd);
         break;
@@ -172,7 +193,8 @@ export class StateStore {
           fs.rmSync(lockPath, { force: true }); // stale: its holder died
           continue;
         }
-        if (Date.now() > deadline) throw new StateError(`VM '${name}' is locked by pid ${holder} (still running after ${timeoutMs} ms)`);
+        if (Date.now() > deadline)
+          throw new StateError(`VM '${name}' is locked by pid ${holder} (still running after ${timeoutMs} ms)`);
         await new Promise((r) => setTimeout(r, 10));
       }
     }
@@ -225,7 +247,11 @@ function readPrivate(file: string): string {
 export function writePrivateAtomic(file: string, text: string): void {
   const tmp = `${file}.${process.pid}.tmp`;
   fs.rmSync(tmp, { force: true });
-  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+  const fd = fs.openSync(
+    tmp,
+    fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
+    0o600,
+  );
   try {
     fs.writeSync(fd, text);
   } finally {

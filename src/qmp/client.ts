@@ -112,7 +112,8 @@ export class QmpClient {
     messagesOf(socket, this.options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES).subscribe({
       next: (m) => this.dispatch(m),
       // a socket error (QEMU resets the connection as it quits) is a disconnect like EOF
-      error: (e: Error) => this.shutdown(e instanceof QmpError ? e : new QmpDisconnectedError(this.target, undefined, e.message)),
+      error: (e: Error) =>
+        this.shutdown(e instanceof QmpError ? e : new QmpDisconnectedError(this.target, undefined, e.message)),
       complete: () => this.shutdown(new QmpDisconnectedError(this.target, undefined, 'EOF')),
     });
 

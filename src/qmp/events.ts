@@ -9,7 +9,15 @@
  *
  * They work on any stream of `{event, data}`: QEMU's own, or a layer's that adds events of its own.
  */
-import { EmptyError, type Observable, type OperatorFunction, TimeoutError, filter, firstValueFrom, timeout } from 'rxjs';
+import {
+  EmptyError,
+  type Observable,
+  type OperatorFunction,
+  TimeoutError,
+  filter,
+  firstValueFrom,
+  timeout,
+} from 'rxjs';
 import { QmpDisconnectedError, QmpError } from './errors.js';
 
 /** The least an event has: a name and a data object. */

@@ -34,20 +34,40 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     guest = undefined;
   });
 
-
   it('watch --json sees DEVICE_ADDED from an add in another process and DEVICE_DELETED from a remove; hooks get the event; it exits when the VM stops', async () => {
     guest = await Guest.boot({ name: 'gw', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
     const hookDir = tempDir('hook');
     const hook = path.join(hookDir, 'hook.sh');
-    fs.writeFileSync(hook, '#!/bin/sh\ncat > "$1/$MQH_EVENT.$MQH_DEVICE.json"\nenv | grep ^MQH_ | sort > "$1/$MQH_EVENT.$MQH_DEVICE.env"\n', { mode: 0o755 });
+    fs.writeFileSync(
+      hook,
+      '#!/bin/sh\ncat > "$1/$MQH_EVENT.$MQH_DEVICE.json"\nenv | grep ^MQH_ | sort > "$1/$MQH_EVENT.$MQH_DEVICE.env"\n',
+      { mode: 0o755 },
+    );
     const watcher = await spawnWatcher(
-      ['watch', 'gw', '--json', '--on', 'DEVICE_ADDED', '--exec', `${hook} ${hookDir}`, '--on', 'DEVICE_DELETED', '--exec', '/bin/false'],
+      [
+        'watch',
+        'gw',
+        '--json',
+        '--on',
+        'DEVICE_ADDED',
+        '--exec',
+        `${hook} ${hookDir}`,
+        '--on',
+        'DEVICE_DELETED',
+        '--exec',
+        '/bin/false',
+      ],
       guest.env,
     );
     const nic = await guest.add(['--queues', '4']);
     await guest.waitFor(() => guest!.nics.get(nic.mac), 'the NIC');
     expect((await cli(['remove', 'gw', nic.id], guest.env)).exitCode).to.equal(0);
-    const events = () => watcher.out().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown>; source: string; vm: string });
+    const events = () =>
+      watcher
+        .out()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown>; source: string; vm: string });
     await until(() => events().some((e) => e.event === 'NIC_REMOVED'), 'NIC_REMOVED in watch');
     await guest.stop();
     guest = undefined;
@@ -64,11 +84,18 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     expect(deleted[1]!.data).to.deep.include({ device: nic.id });
     expect(seen.map((e) => e.event)).to.include.members(['NIC_REMOVED', 'SHUTDOWN']);
     // the hook got the event as JSON on stdin and in MQH_* variables
-    const stdin = JSON.parse(fs.readFileSync(path.join(hookDir, `DEVICE_ADDED.${nic.id}.json`), 'utf8')) as { event: string; data: { tap: string } };
+    const stdin = JSON.parse(fs.readFileSync(path.join(hookDir, `DEVICE_ADDED.${nic.id}.json`), 'utf8')) as {
+      event: string;
+      data: { tap: string };
+    };
     expect(stdin).to.deep.include({ event: 'DEVICE_ADDED', vm: 'gw', source: 'controller' });
     expect(stdin.data.tap).to.equal(nic.tap);
     const env = fs.readFileSync(path.join(hookDir, `DEVICE_ADDED.${nic.id}.env`), 'utf8');
-    expect(env).to.include(`MQH_EVENT=DEVICE_ADDED\n`).and.include(`MQH_DEVICE=${nic.id}\n`).and.include(`MQH_TAP=${nic.tap}\n`).and.include('MQH_VM=gw\n');
+    expect(env)
+      .to.include(`MQH_EVENT=DEVICE_ADDED\n`)
+      .and.include(`MQH_DEVICE=${nic.id}\n`)
+      .and.include(`MQH_TAP=${nic.tap}\n`)
+      .and.include('MQH_VM=gw\n');
     // the failing hook was reported, and the watcher carried on to the end
     expect(watcher.err()).to.match(/hook '\/bin\/false' for DEVICE_DELETED failed/);
   });
@@ -77,11 +104,20 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     guest = await Guest.boot({ name: 'ga', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
     const store = new StateStore(guest.options.stateDir);
     const agent = await spawnWatcher(['agent', 'ga', '--check-interval', '0.2'], guest.env);
-    const log = () => fs.readFileSync(store.eventLogPath('ga'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown> });
+    const log = () =>
+      fs
+        .readFileSync(store.eventLogPath('ga'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown> });
     // a wait that fails says what the agent and the VM's event log said (to diagnose a rare failure)
     const waitFor = <T>(check: () => T | undefined | false, what: string) =>
       until(check, what).catch((e: Error) => {
-        throw new Error(`${e.message}\nagent stderr:\n${agent.err()}\nevent log:\n${log().map((x) => JSON.stringify(x)).join('\n')}`);
+        throw new Error(
+          `${e.message}\nagent stderr:\n${agent.err()}\nevent log:\n${log()
+            .map((x) => JSON.stringify(x))
+            .join('\n')}`,
+        );
       });
 
     // 1. the guest ejects a NIC itself
@@ -90,7 +126,10 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     expect((await guest.run(`eject ${ejected.mac}`)).rc).to.equal(0);
     await waitFor(() => !store.read('ga')!.nics.some((n) => n.id === ejected.id), 'ejected NIC forgotten');
     expect(linkExists(ejected.tap)).to.equal(false);
-    expect(log().find((e) => e.event === 'NIC_REMOVED' && e.data.device === ejected.id)!.data).to.deep.include({ reason: 'guest-initiated unplug', tapGone: true });
+    expect(log().find((e) => e.event === 'NIC_REMOVED' && e.data.device === ejected.id)!.data).to.deep.include({
+      reason: 'guest-initiated unplug',
+      tapGone: true,
+    });
 
     // 2. an unplug that could not finish (VM paused) completes when the guest gets to it
     const pending = await guest.add(['--queues', '2']);
@@ -106,16 +145,29 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     await waitFor(() => !store.read('ga')!.nics.some((n) => n.id === pending.id), 'pending unplug finished');
     expect(linkExists(pending.tap)).to.equal(false);
     // ids are reused once a NIC is forgotten: the latest NIC_REMOVED is this one's
-    const removedLast = log().filter((e) => e.event === 'NIC_REMOVED' && e.data.device === pending.id).pop()!;
+    const removedLast = log()
+      .filter((e) => e.event === 'NIC_REMOVED' && e.data.device === pending.id)
+      .pop()!;
     expect(removedLast.data).to.deep.include({ reason: 'pending unplug completed', tap: pending.tap });
 
     // 3. a tap knocked off its bridge and down is put back
     const kept = await guest.add(['--queues', '2']);
     await execa('ip', ['link', 'set', 'dev', kept.tap, 'nomaster', 'down']);
-    await waitFor(() => fs.existsSync(`/sys/class/net/${kept.tap}/master`) && log().some((e) => e.event === 'NIC_REATTACHED'), 'tap re-attached');
+    await waitFor(
+      () => fs.existsSync(`/sys/class/net/${kept.tap}/master`) && log().some((e) => e.event === 'NIC_REATTACHED'),
+      'tap re-attached',
+    );
     expect(fs.readlinkSync(`/sys/class/net/${kept.tap}/master`)).to.match(new RegExp(`/${bridge}$`));
-    expect(log().find((e) => e.event === 'NIC_REATTACHED')!.data).to.deep.include({ device: kept.id, tap: kept.tap, bridge, was: null });
-    const [row] = JSON.parse((await cli(['nics', 'ga', '--json'], guest.env)).stdout) as { drift: string[]; linkUp: boolean }[];
+    expect(log().find((e) => e.event === 'NIC_REATTACHED')!.data).to.deep.include({
+      device: kept.id,
+      tap: kept.tap,
+      bridge,
+      was: null,
+    });
+    const [row] = JSON.parse((await cli(['nics', 'ga', '--json'], guest.env)).stdout) as {
+      drift: string[];
+      linkUp: boolean;
+    }[];
     expect(row).to.deep.include({ linkUp: true, drift: [] });
 
     agent.proc.kill('SIGTERM');

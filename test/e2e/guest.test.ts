@@ -10,7 +10,18 @@ import { StateStore } from '../../src/qemu/state.js';
 import { addOntoVanishingBridge, cli, linkExists, makeBridge, tempDir } from '../helpers/env.js';
 import { Guest, guestImage } from '../helpers/guest.js';
 
-interface NicRow { id: string; mac: string; tap: string; queues: number; activeQueues: number; disabledQueues: number; bridge: string; linkUp: boolean; state: string; drift: string[] }
+interface NicRow {
+  id: string;
+  mac: string;
+  tap: string;
+  queues: number;
+  activeQueues: number;
+  disabledQueues: number;
+  bridge: string;
+  linkUp: boolean;
+  state: string;
+  drift: string[];
+}
 
 describe('proof in a real guest (TCG)', function () {
   this.timeout(180_000);
@@ -45,7 +56,15 @@ describe('proof in a real guest (TCG)', function () {
       const link = (await showLink(nic.tap))!;
       expect(link).to.deep.include({ multiQueue: true, master: bridge, up: true, numQueues: 8, numDisabled: 0 });
       const [row] = await nics();
-      expect(row).to.deep.include({ id: nic.id, queues: 8, activeQueues: 8, disabledQueues: 0, bridge, linkUp: true, state: 'active' });
+      expect(row).to.deep.include({
+        id: nic.id,
+        queues: 8,
+        activeQueues: 8,
+        disabledQueues: 0,
+        bridge,
+        linkUp: true,
+        state: 'active',
+      });
       expect(row!.drift).to.deep.equal([]);
     });
   }
@@ -86,7 +105,10 @@ describe('proof in a real guest (TCG)', function () {
     expect((await cli(['remove', 'gmix', a.tap], guest.env)).exitCode).to.equal(0);
     const c = await guest.add(['--queues', '8']);
     await guest.waitFor(() => guest!.nics.get(c.mac)?.combinedMax === 8 && !guest!.nics.has(a.mac), 'c in, a out');
-    expect((await nics()).map((n) => [n.id, n.queues, n.bridge])).to.deep.equal([[b.id, 4, null], [c.id, 8, bridge]]);
+    expect((await nics()).map((n) => [n.id, n.queues, n.bridge])).to.deep.equal([
+      [b.id, 4, null],
+      [c.id, 8, bridge],
+    ]);
     expect((await cli(['remove', 'gmix', b.mac], guest.env)).exitCode).to.equal(0);
     expect((await cli(['remove', 'gmix', c.id], guest.env)).exitCode).to.equal(0);
     await guest.waitFor(() => guest!.nics.size === 0, 'no NICs');

@@ -66,7 +66,10 @@ export function cleanupAll(): void {
   for (const dir of dirs) {
     for (const vm of safeList(dir)) {
       try {
-        const record = JSON.parse(fs.readFileSync(path.join(dir, vm, 'vm.json'), 'utf8')) as { pid: number; qmp: string };
+        const record = JSON.parse(fs.readFileSync(path.join(dir, vm, 'vm.json'), 'utf8')) as {
+          pid: number;
+          qmp: string;
+        };
         const cmdline = fs.readFileSync(`/proc/${record.pid}/cmdline`, 'utf8');
         if (cmdline.includes(record.qmp)) process.kill(record.pid, 'SIGKILL');
       } catch {}
@@ -104,7 +107,13 @@ export interface CliResult {
 
 /** Runs the real CLI as a new process. */
 export async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const r = await execa('node', [CLI, ...args], { reject: false, env, stdin: 'ignore', timeout: 120_000, stripFinalNewline: false });
+  const r = await execa('node', [CLI, ...args], {
+    reject: false,
+    env,
+    stdin: 'ignore',
+    timeout: 120_000,
+    stripFinalNewline: false,
+  });
   return { exitCode: r.exitCode ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -143,7 +152,11 @@ export async function until<T>(check: () => T | undefined | false, what: string,
  * A real bridging failure: plans an add onto `bridge` (preflight passes), deletes the bridge, then
  * runs the add, whose `ip link set ... master` must fail. Resolves with what the add threw.
  */
-export async function addOntoVanishingBridge(vm: Controller, bridge: string, queues = 4): Promise<{ plan: AddPlan; error: unknown }> {
+export async function addOntoVanishingBridge(
+  vm: Controller,
+  bridge: string,
+  queues = 4,
+): Promise<{ plan: AddPlan; error: unknown }> {
   const plan = await vm.planNic({ queues, bridge });
   trackLink(plan.tap);
   await execa('ip', ['link', 'del', 'dev', bridge]);

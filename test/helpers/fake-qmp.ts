@@ -64,7 +64,9 @@ export class FakeConnection {
   }
 
   greet(): Promise<void> {
-    return this.sendJson({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 22 }, package: 'fake' }, capabilities: ['oob'] } });
+    return this.sendJson({
+      QMP: { version: { qemu: { major: 7, minor: 2, micro: 22 }, package: 'fake' }, capabilities: ['oob'] },
+    });
   }
 
   /** The next command the client sent (waits for it). */
@@ -100,7 +102,8 @@ export class FakeConnection {
         await flush();
         const recorded = JSON.parse(entry.line) as { execute: string; id: string };
         const actual = await this.nextCommand();
-        if (actual.execute !== recorded.execute) throw new Error(`expected ${recorded.execute}, client sent ${actual.execute}`);
+        if (actual.execute !== recorded.execute)
+          throw new Error(`expected ${recorded.execute}, client sent ${actual.execute}`);
         idMap = new Map([[recorded.id, actual.id]]);
       } else {
         const message = JSON.parse(entry.line) as { id?: string };
@@ -178,7 +181,7 @@ export function randomChunks(random: () => number, maxChunk = 40): (text: string
   return (text) => {
     const bytes = Buffer.from(text);
     const chunks: string[] = [];
-    for (let i = 0; i < bytes.length; ) {
+    for (let i = 0; i < bytes.length;) {
       const n = 1 + Math.floor(random() * maxChunk);
       chunks.push(bytes.subarray(i, i + n) as unknown as string);
       i += n;

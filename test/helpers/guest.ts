@@ -82,9 +82,27 @@ export class Guest {
     for (let attempt = 1; ; attempt++) {
       const serial = path.join(options.stateDir, `${options.name}.serial`);
       const args = [
-        'start', options.name, '--cpus', String(options.cpus), '--memory', '256M', '--machine', options.machine, '--accel', 'tcg',
-        '--kernel', kernel, '--initrd', initrd, '--append', 'console=ttyS0 quiet loglevel=1 panic=-1', '--serial', serial,
-        '--hotplug-slots', String(options.hotplugSlots ?? 4), ...(options.bridge ? ['--bridge', options.bridge] : []),
+        'start',
+        options.name,
+        '--cpus',
+        String(options.cpus),
+        '--memory',
+        '256M',
+        '--machine',
+        options.machine,
+        '--accel',
+        'tcg',
+        '--kernel',
+        kernel,
+        '--initrd',
+        initrd,
+        '--append',
+        'console=ttyS0 quiet loglevel=1 panic=-1',
+        '--serial',
+        serial,
+        '--hotplug-slots',
+        String(options.hotplugSlots ?? 4),
+        ...(options.bridge ? ['--bridge', options.bridge] : []),
       ];
       const started = await cli(args, { MQ_HOTPLUG_STATE_DIR: options.stateDir });
       if (started.exitCode !== 0) throw new Error(`start failed: ${started.stderr}`);
@@ -138,7 +156,10 @@ export class Guest {
       const hit = this.lines.slice(seen).find((l) => match(l.trim()));
       seen = this.lines.length;
       if (hit) return hit.trim();
-      if (Date.now() > deadline) throw new Error(`guest ${this.options.name}: no matching line within ${timeoutMs} ms; last lines:\n${this.lines.slice(-15).join('\n')}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `guest ${this.options.name}: no matching line within ${timeoutMs} ms; last lines:\n${this.lines.slice(-15).join('\n')}`,
+        );
       await sleep(50);
     }
   }
@@ -150,7 +171,10 @@ export class Guest {
       this.poll();
       const value = check();
       if (value) return value;
-      if (Date.now() > deadline) throw new Error(`guest ${this.options.name}: ${what} not seen within ${timeoutMs} ms; last lines:\n${this.lines.slice(-15).join('\n')}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `guest ${this.options.name}: ${what} not seen within ${timeoutMs} ms; last lines:\n${this.lines.slice(-15).join('\n')}`,
+        );
       await sleep(50);
     }
   }
@@ -168,7 +192,10 @@ export class Guest {
     const printed = this.lines.slice(from).map((l) => l.trimEnd());
     const start = printed.findIndex((l) => l.endsWith(command));
     const output = printed
-      .slice(start + 1, printed.findIndex((l) => l.startsWith('MQH CMD-END')))
+      .slice(
+        start + 1,
+        printed.findIndex((l) => l.startsWith('MQH CMD-END')),
+      )
       .filter((l) => !l.startsWith('MQH '));
     return { rc: Number(/rc=(\d+)/.exec(end)?.[1] ?? -1), output };
   }

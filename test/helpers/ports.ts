@@ -66,7 +66,12 @@ export class World {
   constructor(readonly options: WorldOptions = {}) {
     const { machine = 'pc', cpus = 2, recorded = true } = options;
     this.record = recorded
-      ? ({ version: 1, name: 'vm', spec: { name: 'vm', cpus, machine, hotplugSlots: options.rootPorts ?? 0 }, nics: [] } as unknown as VmRecord)
+      ? ({
+          version: 1,
+          name: 'vm',
+          spec: { name: 'vm', cpus, machine, hotplugSlots: options.rootPorts ?? 0 },
+          nics: [],
+        } as unknown as VmRecord)
       : undefined;
   }
 
@@ -150,14 +155,28 @@ export class World {
                   slot: 1 + i,
                   qdev_id: p,
                   class_info: { class: 0x604 },
-                  pci_bridge: { bus: { number: i + 1 }, devices: [...this.devices.values()].filter((d) => d.bus === p).map(() => ({})) },
+                  pci_bridge: {
+                    bus: { number: i + 1 },
+                    devices: [...this.devices.values()].filter((d) => d.bus === p).map(() => ({})),
+                  },
                 })),
               ],
             },
           ];
         }
-        const used = 2 + (this.options.usedSlots ?? 0) + [...this.devices.values()].filter((d) => d.bus === 'pci.0').length;
-        return [{ bus: 0, devices: Array.from({ length: used }, (_, slot) => ({ slot, id: { device: slot === 0 ? 0x1237 : 1, vendor: 0x8086 }, qdev_id: '', class_info: { class: 0 } })) }];
+        const used =
+          2 + (this.options.usedSlots ?? 0) + [...this.devices.values()].filter((d) => d.bus === 'pci.0').length;
+        return [
+          {
+            bus: 0,
+            devices: Array.from({ length: used }, (_, slot) => ({
+              slot,
+              id: { device: slot === 0 ? 0x1237 : 1, vendor: 0x8086 },
+              qdev_id: '',
+              class_info: { class: 0 },
+            })),
+          },
+        ];
       }
       case 'qom-get': {
         const id = String(a.path).split('/').pop()!;
@@ -166,7 +185,9 @@ export class World {
         return d[a.property as keyof Device];
       }
       case 'human-monitor-command':
-        return [...this.netdevs.entries()].map(([id, n]) => `${id}: index=0,type=tap,ifname=${n.tap},script=no,downscript=no\r\n`).join('');
+        return [...this.netdevs.entries()]
+          .map(([id, n]) => `${id}: index=0,type=tap,ifname=${n.tap},script=no,downscript=no\r\n`)
+          .join('');
       case 'netdev_add': {
         const id = String(a.id);
         if (this.netdevs.has(id)) throw new QmpCommandError(command, 'GenericError', `Duplicate ID '${id}' for netdev`);
@@ -177,9 +198,21 @@ export class World {
       }
       case 'device_add': {
         const id = String(a.id);
-        if (!this.netdevs.has(String(a.netdev))) throw new QmpCommandError(command, 'GenericError', `Property 'virtio-net-pci.netdev' can't find value '${String(a.netdev)}'`);
+        if (!this.netdevs.has(String(a.netdev)))
+          throw new QmpCommandError(
+            command,
+            'GenericError',
+            `Property 'virtio-net-pci.netdev' can't find value '${String(a.netdev)}'`,
+          );
         if (this.devices.has(id)) throw new QmpCommandError(command, 'GenericError', `Duplicate device ID '${id}'`);
-        this.devices.set(id, { driver: String(a.driver), mac: String(a.mac), netdev: String(a.netdev), mq: Boolean(a.mq), vectors: Number(a.vectors), bus: String(a.bus) });
+        this.devices.set(id, {
+          driver: String(a.driver),
+          mac: String(a.mac),
+          netdev: String(a.netdev),
+          mq: Boolean(a.mq),
+          vectors: Number(a.vectors),
+          bus: String(a.bus),
+        });
         return {};
       }
       case 'device_del': {
@@ -231,7 +264,17 @@ export class World {
     const links = this.links;
     const info = (name: string): LinkInfo | undefined => {
       const l = links.get(name);
-      return l && { ifname: name, master: l.master, up: l.up, multiQueue: (l.queues ?? 1) > 1, numQueues: l.queues, numDisabled: 0, kind: l.kind === 'tap' ? 'tun' : l.kind };
+      return (
+        l && {
+          ifname: name,
+          master: l.master,
+          up: l.up,
+          multiQueue: (l.queues ?? 1) > 1,
+          numQueues: l.queues,
+          numDisabled: 0,
+          kind: l.kind === 'tap' ? 'tun' : l.kind,
+        }
+      );
     };
     return {
       findIp: () => (this.options.ipInstalled === false ? undefined : '/sbin/ip'),
@@ -269,6 +312,8 @@ export class World {
 
   /** The commands sent that change the VM (everything but queries). */
   changes(): string[] {
-    return this.sent.map((s) => s.command).filter((c) => !c.startsWith('query-') && !c.startsWith('qom-') && c !== 'human-monitor-command');
+    return this.sent
+      .map((s) => s.command)
+      .filter((c) => !c.startsWith('query-') && !c.startsWith('qom-') && c !== 'human-monitor-command');
   }
 }

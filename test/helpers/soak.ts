@@ -22,7 +22,11 @@ export interface SoakReport {
   counts: Record<string, number>;
 }
 
-export async function soak(operations: number, seed: number, log: (line: string) => void = () => {}): Promise<SoakReport> {
+export async function soak(
+  operations: number,
+  seed: number,
+  log: (line: string) => void = () => {},
+): Promise<SoakReport> {
   const random = prng(seed);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
   const counts: Record<string, number> = {};
@@ -43,13 +47,23 @@ export async function soak(operations: number, seed: number, log: (line: string)
     const r = random();
     if (r < 0.2) request.bridge = null;
     else if (r < 0.4) request.bridge = pick(bridges);
-    if (random() < 0.2) request.mac = `52:54:00:${[0, 0, 0].map(() => Math.floor(random() * 256).toString(16).padStart(2, '0')).join(':')}`;
+    if (random() < 0.2)
+      request.mac = `52:54:00:${[0, 0, 0]
+        .map(() =>
+          Math.floor(random() * 256)
+            .toString(16)
+            .padStart(2, '0'),
+        )
+        .join(':')}`;
     return request;
   };
   const invalidAdds: (() => AddRequest)[] = [
     () => ({ queues: pick([0, 257, 1000, -1]) }),
     () => ({ queues: 'eight' }),
-    () => ({ queues: 2, mac: pick(['01:00:5e:00:00:01', 'ff:ff:ff:ff:ff:ff', '52:54:00:zz:00:01', '52-54-00-00-00-01']) }),
+    () => ({
+      queues: 2,
+      mac: pick(['01:00:5e:00:00:01', 'ff:ff:ff:ff:ff:ff', '52:54:00:zz:00:01', '52-54-00-00-00-01']),
+    }),
     () => ({ queues: 2, bridge: `${PREFIX}nobr` }),
     () => ({ queues: 2, ifname: pick(['way-too-long-name', 'bad name', '-x', 'a/b']) }),
     () => ({ queues: 2, id: pick(['9lives', 'a,b', 'x y', '']) || '-' }),
@@ -64,29 +78,48 @@ export async function soak(operations: number, seed: number, log: (line: string)
       if (!qemuAlive(record)) throw new Error(`step ${step} (${what}): VM ${vm.name} died`);
       const live = (await liveNics(vm.qmp)).map((n) => n.id).sort();
       const recorded = record.nics.map((n) => n.id).sort();
-      if (live.join() !== recorded.join()) throw new Error(`step ${step} (${what}): ${vm.name} QOM NICs [${live}] but record [${recorded}]`);
+      if (live.join() !== recorded.join())
+        throw new Error(`step ${step} (${what}): ${vm.name} QOM NICs [${live}] but record [${recorded}]`);
       const info = await vm.qmp.execute<string>('human-monitor-command', { 'command-line': 'info network' });
-      const netdevs = [...new Set([...info.matchAll(/^[\s\\]*([^\s:]+): index=\d+,type=tap/gm)].map((m) => m[1]!))].sort();
+      const netdevs = [
+        ...new Set([...info.matchAll(/^[\s\\]*([^\s:]+): index=\d+,type=tap/gm)].map((m) => m[1]!)),
+      ].sort();
       const recordedNetdevs = record.nics.map((n) => n.netdev).sort();
-      if (netdevs.join() !== recordedNetdevs.join()) throw new Error(`step ${step} (${what}): ${vm.name} netdevs [${netdevs}] but record [${recordedNetdevs}]`);
+      if (netdevs.join() !== recordedNetdevs.join())
+        throw new Error(`step ${step} (${what}): ${vm.name} netdevs [${netdevs}] but record [${recordedNetdevs}]`);
       for (const nic of record.nics) {
         recordedTaps.add(nic.tap);
         const link = links.get(nic.tap);
         if (!link) throw new Error(`step ${step} (${what}): tap ${nic.tap} of ${nic.id} missing`);
         const total = (link.numQueues ?? 1) + (link.numDisabled ?? 0);
         if (link.multiQueue !== nic.queues > 1 || (nic.queues > 1 && total !== nic.queues)) {
-          throw new Error(`step ${step} (${what}): tap ${nic.tap} has ${total} queues (multi_queue ${link.multiQueue}), record ${nic.queues}`);
+          throw new Error(
+            `step ${step} (${what}): tap ${nic.tap} has ${total} queues (multi_queue ${link.multiQueue}), record ${nic.queues}`,
+          );
         }
-        if ((link.master ?? undefined) !== nic.bridge || !link.up) throw new Error(`step ${step} (${what}): tap ${nic.tap} master ${link.master} up ${link.up}, record bridge ${nic.bridge}`);
+        if ((link.master ?? undefined) !== nic.bridge || !link.up)
+          throw new Error(
+            `step ${step} (${what}): tap ${nic.tap} master ${link.master} up ${link.up}, record bridge ${nic.bridge}`,
+          );
       }
     }
     // taps are named <vm>-<id>: any tap of our VMs' names that no record holds is a leak
-    const strayTaps = [...links.values()].filter((l) => l.kind === 'tun' && vms.some((vm) => l.ifname.startsWith(`${vm.name}-`)) && !recordedTaps.has(l.ifname));
+    const strayTaps = [...links.values()].filter(
+      (l) => l.kind === 'tun' && vms.some((vm) => l.ifname.startsWith(`${vm.name}-`)) && !recordedTaps.has(l.ifname),
+    );
     if (strayTaps.length) throw new Error(`step ${step} (${what}): stray taps ${strayTaps.map((l) => l.ifname)}`);
     for (const br of bridges) {
       const ports = fs.readdirSync(`/sys/class/net/${br}/brif`).sort();
-      const expected = vms.flatMap((vm) => store.read(vm.name)!.nics.filter((n) => n.bridge === br).map((n) => n.tap)).sort();
-      if (ports.join() !== expected.join()) throw new Error(`step ${step} (${what}): bridge ${br} ports [${ports}] but records [${expected}]`);
+      const expected = vms
+        .flatMap((vm) =>
+          store
+            .read(vm.name)!
+            .nics.filter((n) => n.bridge === br)
+            .map((n) => n.tap),
+        )
+        .sort();
+      if (ports.join() !== expected.join())
+        throw new Error(`step ${step} (${what}): bridge ${br} ports [${ports}] but records [${expected}]`);
     }
   }
 

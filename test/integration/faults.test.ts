@@ -29,7 +29,18 @@ describe('faults, bad input and security', function () {
     for (const name of store.list()) await stopVm(store, name).catch(() => {});
   });
   const boot = (name = 'vm1') =>
-    startVm(store, { name, cpus: 2, memory: '128M', machine: 'pc', accel: 'tcg', disks: [], hotplugSlots: 0, qemu: QEMU, qemuArgs: [], bridge });
+    startVm(store, {
+      name,
+      cpus: 2,
+      memory: '128M',
+      machine: 'pc',
+      accel: 'tcg',
+      disks: [],
+      hotplugSlots: 0,
+      qemu: QEMU,
+      qemuArgs: [],
+      bridge,
+    });
   const env = () => ({ MQ_HOTPLUG_STATE_DIR: store.root });
 
   it('QEMU killed between netdev_add and device_add: a clear error, nothing recorded, no tap left', async () => {
@@ -48,7 +59,9 @@ describe('faults, bad input and security', function () {
     });
     const err = await vm.addNic({ queues: 4 }).catch((e: unknown) => e);
     expect(err).to.be.instanceOf(HotplugError);
-    expect((err as Error).message).to.match(/^device_add failed: QEMU of VM 'vm1' exited during the hot-plug \(QMP connection to .* closed.*\); its tap, netdev and device went with it$/);
+    expect((err as Error).message).to.match(
+      /^device_add failed: QEMU of VM 'vm1' exited during the hot-plug \(QMP connection to .* closed.*\); its tap, netdev and device went with it$/,
+    );
     expect(linkExists('vm1-nic0')).to.equal(false); // QEMU's taps die with it
     expect(store.read('vm1')!.nics).to.deep.equal([]);
     expect(qemuAlive(record)).to.equal(false);
@@ -63,7 +76,9 @@ describe('faults, bad input and security', function () {
     const err = await vm.addNic({ queues: 4 }).catch((e: unknown) => e);
     expect(err).to.be.instanceOf(HotplugError);
     // depending on how far QEMU's teardown got, bridging or the final confirmation is what fails
-    expect((err as Error).message).to.match(/^(attaching vm1-nic0 to \S+|confirming nic0) failed: .*QEMU of VM 'vm1' exited during the hot-plug/);
+    expect((err as Error).message).to.match(
+      /^(attaching vm1-nic0 to \S+|confirming nic0) failed: .*QEMU of VM 'vm1' exited during the hot-plug/,
+    );
     expect(store.read('vm1')!.nics).to.deep.equal([]);
     await sleep(50);
     expect(linkExists('vm1-nic0')).to.equal(false);
@@ -128,7 +143,9 @@ describe('faults, bad input and security', function () {
     await boot();
     const r = await cli(['add', 'vm1', '--queues', '2'], { ...env(), MQ_HOTPLUG_IP: '/nonexistent/ip' });
     expect(r.exitCode).to.equal(2);
-    expect(r.stderr).to.match(/'\/nonexistent\/ip' not found in PATH: the tap could not be bridged \(install iproute2\)/);
+    expect(r.stderr).to.match(
+      /'\/nonexistent\/ip' not found in PATH: the tap could not be bridged \(install iproute2\)/,
+    );
     expect(ourLinks().filter((l) => fs.existsSync(`/sys/class/net/${l}/tun_flags`))).to.deep.equal([]); // no tap made
   });
 
@@ -137,7 +154,9 @@ describe('faults, bad input and security', function () {
     const holder = await QmpClient.connect(record.qmp);
     const r = await cli(['add', 'vm1', '--queues', '2'], env());
     expect(r.exitCode).to.equal(1);
-    expect(r.stderr).to.equal(`mq-hotplug: QMP monitor ${record.qmp} is busy: connected but no greeting within 3000 ms (QEMU serves one client per monitor: another client holds it, or QEMU is not responding)\n`);
+    expect(r.stderr).to.equal(
+      `mq-hotplug: QMP monitor ${record.qmp} is busy: connected but no greeting within 3000 ms (QEMU serves one client per monitor: another client holds it, or QEMU is not responding)\n`,
+    );
     await holder.close();
     const ok = await cli(['add', 'vm1', '--queues', '2', '--json'], env());
     expect(ok.exitCode, ok.stderr).to.equal(0);

@@ -8,13 +8,29 @@ import { StateStore } from '../../src/qemu/state.js';
 import { showLink } from '../../src/host/ip.js';
 import { UsageError } from '../../src/errors.js';
 import { vhostNetUsable } from '../../src/host/ip.js';
-import { QEMU, addOntoVanishingBridge, cli, linkExists, makeBridge, ourLinks, tempDir, trackLink, uniqueName } from '../helpers/env.js';
+import {
+  QEMU,
+  addOntoVanishingBridge,
+  cli,
+  linkExists,
+  makeBridge,
+  ourLinks,
+  tempDir,
+  trackLink,
+  uniqueName,
+} from '../helpers/env.js';
 
-interface QomNic { name: string; type: string }
+interface QomNic {
+  name: string;
+  type: string;
+}
 
 async function peripheralNics(vm: Controller): Promise<string[]> {
   const list = await vm.qmp.execute<QomNic[]>('qom-list', { path: '/machine/peripheral' });
-  return list.filter((p) => p.type === 'child<virtio-net-pci>').map((p) => p.name).sort();
+  return list
+    .filter((p) => p.type === 'child<virtio-net-pci>')
+    .map((p) => p.name)
+    .sort();
 }
 
 async function netdevIds(vm: Controller): Promise<string[]> {
@@ -35,7 +51,18 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
   });
 
   const boot = (machine: 'pc' | 'q35', slots = 6, name = 'vm1') =>
-    startVm(store, { name, cpus: 2, memory: '128M', machine, accel: 'tcg', disks: [], hotplugSlots: slots, qemu: QEMU, qemuArgs: [], bridge });
+    startVm(store, {
+      name,
+      cpus: 2,
+      memory: '128M',
+      machine,
+      accel: 'tcg',
+      disks: [],
+      hotplugSlots: slots,
+      qemu: QEMU,
+      qemuArgs: [],
+      bridge,
+    });
 
   for (const machine of ['pc', 'q35'] as const) {
     it(`${machine}: adds NICs with 1, 2, 8, 16 and 256 queues; taps multiqueue, bridged, up; QOM mq and 2N+2 vectors`, async () => {
@@ -53,7 +80,8 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
           if (queues > 1) expect(link.numQueues! + link.numDisabled!).to.equal(queues);
           expect(link.master).to.equal(bridge);
           expect(link.up).to.equal(true);
-          const get = (property: string) => vm.qmp.execute('qom-get', { path: `/machine/peripheral/${r.id}`, property });
+          const get = (property: string) =>
+            vm.qmp.execute('qom-get', { path: `/machine/peripheral/${r.id}`, property });
           expect(await get('mq')).to.equal(true);
           expect(await get('vectors')).to.equal(2 * queues + 2);
           expect(await get('mac')).to.equal(r.mac);
@@ -76,7 +104,9 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
     await boot('pc');
     const r = await cli(['add', 'vm1', '--queues', '4', '--vhost', 'on'], { MQ_HOTPLUG_STATE_DIR: store.root });
     expect(r.exitCode).to.equal(2);
-    expect(r.stderr).to.equal("mq-hotplug: vhost 'on' needs /dev/vhost-net, which is missing or not accessible here; use --vhost auto or off\n");
+    expect(r.stderr).to.equal(
+      "mq-hotplug: vhost 'on' needs /dev/vhost-net, which is missing or not accessible here; use --vhost auto or off\n",
+    );
     const vm = await Controller.open({ name: 'vm1', store });
     expect(await vm.qmp.execute('query-status')).to.deep.include({ running: true });
     expect(await netdevIds(vm)).to.deep.equal([]);
@@ -86,7 +116,10 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
   it('refuses every bad input in preflight, one line each, changing nothing', async () => {
     await boot('q35', 1);
     const env = { MQ_HOTPLUG_STATE_DIR: store.root };
-    const first = await cli(['add', 'vm1', '--queues', '2', '--id', 'keep', '--mac', '52:54:00:aa:bb:cc', '--json'], env);
+    const first = await cli(
+      ['add', 'vm1', '--queues', '2', '--id', 'keep', '--mac', '52:54:00:aa:bb:cc', '--json'],
+      env,
+    );
     expect(first.exitCode, first.stderr).to.equal(0);
     const kept = JSON.parse(first.stdout) as AddResult;
     trackLink(kept.tap);
@@ -106,19 +139,34 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
         ['vm1', ['--queues', '2', '--id', 'keep'], /NIC id 'keep' is already used/],
         ['vm1', ['--queues', '2', '--id', '1bad'], /invalid NIC id '1bad'/],
         ['vm1', ['--queues', '2', '--id', 'a,b=c'], /invalid NIC id 'a,b=c'/],
-        ['vm1', ['--queues', '2', '--ifname', 'sixteen-chars-xx'], /invalid tap name 'sixteen-chars-xx': use 1-15 characters/],
+        [
+          'vm1',
+          ['--queues', '2', '--ifname', 'sixteen-chars-xx'],
+          /invalid tap name 'sixteen-chars-xx': use 1-15 characters/,
+        ],
         ['vm1', ['--queues', '2', '--ifname', 'a b'], /invalid tap name 'a b'/],
         ['vm1', ['--queues', '2', '--ifname', bridge], new RegExp(`tap name '${bridge}' is already taken`)],
         ['vm1', ['--queues', '2', '--bridge', 'nosuchbr0'], /bridge 'nosuchbr0' does not exist/],
         ['vm1', ['--queues', '2', '--bridge', notBridge], new RegExp(`'${notBridge}' is not a bridge`)],
-        ['vm1', ['--queues', '2', '--vhost', 'maybe'], /argument 'maybe' is invalid. Allowed choices are auto, on, off/],
-        ['vm1', ['--queues', '2'], /no free hot-plug slot: every pcie-root-port is taken \(start it with more --hotplug-slots\)/],
+        [
+          'vm1',
+          ['--queues', '2', '--vhost', 'maybe'],
+          /argument 'maybe' is invalid. Allowed choices are auto, on, off/,
+        ],
+        [
+          'vm1',
+          ['--queues', '2'],
+          /no free hot-plug slot: every pcie-root-port is taken \(start it with more --hotplug-slots\)/,
+        ],
         ['novm', ['--queues', '2'], /no VM named 'novm'/],
       ];
       for (const [vmName, args, message] of cases) {
         const r = await cli(['add', vmName, ...args], env);
         expect(r.exitCode, args.join(' ')).to.equal(2);
-        const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('note:') && !l.startsWith('(run with'));
+        const lines = r.stderr
+          .trim()
+          .split('\n')
+          .filter((l) => !l.startsWith('note:') && !l.startsWith('(run with'));
         expect(lines, args.join(' ')).to.have.length(1);
         expect(lines[0], args.join(' ')).to.match(message);
       }
@@ -156,7 +204,14 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
       expect(store.read('vm1')!.nics).to.deep.equal([]);
       // the ids are free again
       await vm.qmp.execute('device_del', { id: 'squatter' });
-      await vm.qmp.execute('netdev_add', { type: 'tap', id: plan.netdev, ifname: plan.tap, script: 'no', downscript: 'no', queues: 4 });
+      await vm.qmp.execute('netdev_add', {
+        type: 'tap',
+        id: plan.netdev,
+        ifname: plan.tap,
+        script: 'no',
+        downscript: 'no',
+        queues: 4,
+      });
       await vm.qmp.execute('netdev_del', { id: plan.netdev });
     } finally {
       await vm.close();
@@ -170,7 +225,9 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
       const { plan, error: err } = await addOntoVanishingBridge(vm, bridge);
       expect(err).to.be.instanceOf(HotplugError);
       expect((err as Error).message).to.match(
-        new RegExp(`^attaching ${plan.tap} to ${bridge} failed: .*; undone: netdev nd-nic0 deleted, tap ${plan.tap} gone; still pending: device nic0 \\(the guest has not released it; recorded as unplug-pending\\)$`),
+        new RegExp(
+          `^attaching ${plan.tap} to ${bridge} failed: .*; undone: netdev nd-nic0 deleted, tap ${plan.tap} gone; still pending: device nic0 \\(the guest has not released it; recorded as unplug-pending\\)$`,
+        ),
       );
       expect(linkExists(plan.tap)).to.equal(false); // netdev_del closed the tap at once
       // the netdev stays listed while its (pending) device holds it
@@ -183,7 +240,10 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
   it('serializes two concurrent adds from two processes: both succeed with distinct ids, taps, MACs', async () => {
     await boot('q35', 4);
     const env = { MQ_HOTPLUG_STATE_DIR: store.root };
-    const [a, b] = await Promise.all([cli(['add', 'vm1', '--queues', '8', '--json'], env), cli(['add', 'vm1', '--queues', '8', '--json'], env)]);
+    const [a, b] = await Promise.all([
+      cli(['add', 'vm1', '--queues', '8', '--json'], env),
+      cli(['add', 'vm1', '--queues', '8', '--json'], env),
+    ]);
     expect(a.exitCode, a.stderr).to.equal(0);
     expect(b.exitCode, b.stderr).to.equal(0);
     const [ra, rb] = [JSON.parse(a.stdout), JSON.parse(b.stdout)] as AddResult[];
@@ -209,18 +269,58 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
     expect(linkExists(added.tap)).to.equal(true); // kept until the guest lets go
     const unknown = await cli(['remove', 'vm1', 'nic7'], env);
     expect(unknown.exitCode).to.equal(2);
-    expect(unknown.stderr).to.equal(`mq-hotplug: no NIC 'nic7' in VM 'vm1'; its NICs: nic0 (${added.tap}, ${added.mac})\n`);
+    expect(unknown.stderr).to.equal(
+      `mq-hotplug: no NIC 'nic7' in VM 'vm1'; its NICs: nic0 (${added.tap}, ${added.mac})\n`,
+    );
   });
 
   it('--dry-run prints the exact QMP commands and ip argv, and changes nothing', async () => {
     await boot('pc');
     const env = { MQ_HOTPLUG_STATE_DIR: store.root };
-    const r = await cli(['add', 'vm1', '--queues', '8', '--dry-run', '--id', 'dry', '--ifname', uniqueName('t'), '--mac', '52:54:00:00:00:42', '--json'], env);
+    const r = await cli(
+      [
+        'add',
+        'vm1',
+        '--queues',
+        '8',
+        '--dry-run',
+        '--id',
+        'dry',
+        '--ifname',
+        uniqueName('t'),
+        '--mac',
+        '52:54:00:00:00:42',
+        '--json',
+      ],
+      env,
+    );
     expect(r.exitCode, r.stderr).to.equal(0);
     const plan = JSON.parse(r.stdout) as { commands: unknown[]; ipArgv: string[]; tap: string };
     expect(plan.commands).to.deep.equal([
-      { execute: 'netdev_add', arguments: { type: 'tap', id: 'nd-dry', ifname: plan.tap, script: 'no', downscript: 'no', vhost: false, queues: 8 } },
-      { execute: 'device_add', arguments: { driver: 'virtio-net-pci', id: 'dry', netdev: 'nd-dry', mac: '52:54:00:00:00:42', mq: true, vectors: 18, bus: 'pci.0' } },
+      {
+        execute: 'netdev_add',
+        arguments: {
+          type: 'tap',
+          id: 'nd-dry',
+          ifname: plan.tap,
+          script: 'no',
+          downscript: 'no',
+          vhost: false,
+          queues: 8,
+        },
+      },
+      {
+        execute: 'device_add',
+        arguments: {
+          driver: 'virtio-net-pci',
+          id: 'dry',
+          netdev: 'nd-dry',
+          mac: '52:54:00:00:00:42',
+          mq: true,
+          vectors: 18,
+          bus: 'pci.0',
+        },
+      },
     ]);
     expect(plan.ipArgv).to.deep.equal(['ip', 'link', 'set', 'dev', plan.tap, 'master', bridge, 'up']);
     expect(linkExists(plan.tap)).to.equal(false);

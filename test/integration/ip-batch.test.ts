@@ -31,14 +31,27 @@ describe('IpBatch: one long-lived ip for link changes (real ip, taps, bridges)',
       ip.run(['link', 'set', 'dev', taps[0]!, 'master', 'mqtnosuchbr', 'up']),
       ...taps.slice(2).map((t) => ip.run(['link', 'set', 'dev', t, 'master', bridge, 'up'])),
     ]);
-    expect(outcomes.map((o) => o.status)).to.deep.equal(['fulfilled', 'fulfilled', 'rejected', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
+    expect(outcomes.map((o) => o.status)).to.deep.equal([
+      'fulfilled',
+      'fulfilled',
+      'rejected',
+      'rejected',
+      'fulfilled',
+      'fulfilled',
+      'fulfilled',
+    ]);
     const [noTap, noBridge] = outcomes.slice(2, 4) as PromiseRejectedResult[];
     expect(noTap!.reason).to.be.instanceOf(HostCommandError);
     expect(noTap!.reason.message).to.equal(`'ip link set dev mqtnosuch0 up' failed: Cannot find device "mqtnosuch0"`);
     // ip exits on this one (invarg), even in batch mode; the requests behind it still ran, on a new ip
-    expect(noBridge!.reason.message).to.match(/'ip link set dev \S+ master mqtnosuchbr up' failed: Error: argument "mqtnosuchbr" is wrong: Device does not exist$/);
+    expect(noBridge!.reason.message).to.match(
+      /'ip link set dev \S+ master mqtnosuchbr up' failed: Error: argument "mqtnosuchbr" is wrong: Device does not exist$/,
+    );
     for (const t of taps) {
-      const [link] = JSON.parse((await execa('ip', ['-j', 'link', 'show', 'dev', t])).stdout) as { master: string; flags: string[] }[];
+      const [link] = JSON.parse((await execa('ip', ['-j', 'link', 'show', 'dev', t])).stdout) as {
+        master: string;
+        flags: string[];
+      }[];
       expect(link!.master).to.equal(bridge);
       expect(link!.flags).to.include('UP');
     }

@@ -7,7 +7,17 @@ describe('library API (README example, real QEMU)', () => {
   it('opens a VM, sees its own DEVICE_ADDED on events$, adds, lists, removes (pending without a guest)', async () => {
     const store = new StateStore(tempDir());
     const bridge = await makeBridge();
-    const record = await startVm(store, { name: 'vm1', cpus: 2, memory: '128M', machine: 'pc', accel: 'tcg', disks: [], hotplugSlots: 0, qemu: QEMU, qemuArgs: [] });
+    const record = await startVm(store, {
+      name: 'vm1',
+      cpus: 2,
+      memory: '128M',
+      machine: 'pc',
+      accel: 'tcg',
+      disks: [],
+      hotplugSlots: 0,
+      qemu: QEMU,
+      qemuArgs: [],
+    });
     try {
       const vm = await Controller.open({ name: 'vm1', store });
       const added: string[] = [];

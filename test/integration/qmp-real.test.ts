@@ -13,7 +13,11 @@ describe('QmpClient against a real QEMU', () => {
 
   beforeEach(async () => {
     sock = path.join(tempDir('qmp'), 'qmp.sock');
-    qemu = execa(QEMU, ['-M', 'pc', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-qmp', `unix:${sock},server=on,wait=off`], { reject: false });
+    qemu = execa(
+      QEMU,
+      ['-M', 'pc', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-qmp', `unix:${sock},server=on,wait=off`],
+      { reject: false },
+    );
     trackPid(qemu.pid!);
     while (!fs.existsSync(sock)) await sleep(5);
   });
@@ -42,7 +46,8 @@ describe('QmpClient against a real QEMU', () => {
     );
     const results = await Promise.all(burst);
     results.forEach((r, i) => {
-      const expected = i % 3 === 0 ? ['status', 'running'] : i % 3 === 1 ? ['usb', false] : ['type', 'pc-i440fx-7.2-machine'];
+      const expected =
+        i % 3 === 0 ? ['status', 'running'] : i % 3 === 1 ? ['usb', false] : ['type', 'pc-i440fx-7.2-machine'];
       expect(r, `command ${i}`).to.deep.equal(expected);
     });
     await qmp.close();
@@ -70,11 +75,26 @@ describe('QmpClient against a real QEMU', () => {
 
   it('connects over TCP (host:port) as well as a unix socket', async () => {
     const port = 20000 + (process.pid % 20000);
-    const tcp = execa(QEMU, ['-M', 'pc', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-qmp', `tcp:127.0.0.1:${port},server=on,wait=off`], { reject: false });
+    const tcp = execa(
+      QEMU,
+      [
+        '-M',
+        'pc',
+        '-accel',
+        'tcg',
+        '-nodefaults',
+        '-display',
+        'none',
+        '-qmp',
+        `tcp:127.0.0.1:${port},server=on,wait=off`,
+      ],
+      { reject: false },
+    );
     trackPid(tcp.pid!);
     try {
       let qmp: QmpClient | undefined;
-      for (let i = 0; i < 200 && !qmp; i++) qmp = await QmpClient.connect(`127.0.0.1:${port}`).catch(() => sleep(10).then(() => undefined));
+      for (let i = 0; i < 200 && !qmp; i++)
+        qmp = await QmpClient.connect(`127.0.0.1:${port}`).catch(() => sleep(10).then(() => undefined));
       expect(qmp, 'QEMU listening on TCP').to.not.equal(undefined);
       expect(await qmp!.execute('query-status')).to.deep.include({ running: true });
       await qmp!.close();

@@ -16,39 +16,69 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
     env = { MQ_HOTPLUG_STATE_DIR: stateDir };
   });
 
-  for (const [machine, slots] of [['pc', '0'], ['q35', '0'], ['q35', '4']] as const) {
+  for (const [machine, slots] of [
+    ['pc', '0'],
+    ['q35', '0'],
+    ['q35', '4'],
+  ] as const) {
     it(`starts a ${machine} VM with ${slots} hot-plug slots: no NIC, two monitors, private state; stops it`, async () => {
-      const started = await cli(['start', 'vm1', '--machine', machine, '--hotplug-slots', slots, '--memory', '128M', '--json'], env);
+      const started = await cli(
+        ['start', 'vm1', '--machine', machine, '--hotplug-slots', slots, '--memory', '128M', '--json'],
+        env,
+      );
       expect(started.exitCode, started.stderr).to.equal(0);
       const record = JSON.parse(started.stdout) as VmRecord;
       const argv = record.argv.join(' ');
       expect(argv).not.to.match(/-netdev|-nic\b|-net\b|virtio-net/);
       expect(record.argv.filter((a) => a === '-qmp')).to.have.length(2);
-      expect(argv).to.include(`unix:${record.qmp},server=on,wait=off`).and.include(`unix:${record.eventsQmp},server=on,wait=off`);
+      expect(argv)
+        .to.include(`unix:${record.qmp},server=on,wait=off`)
+        .and.include(`unix:${record.eventsQmp},server=on,wait=off`);
       expect((argv.match(/pcie-root-port/g) ?? []).length).to.equal(machine === 'q35' ? Number(slots) : 0);
-      expect(fs.readFileSync(`/proc/${record.pid}/cmdline`, 'utf8').split('\0')).to.include(`unix:${record.qmp},server=on,wait=off`);
+      expect(fs.readFileSync(`/proc/${record.pid}/cmdline`, 'utf8').split('\0')).to.include(
+        `unix:${record.qmp},server=on,wait=off`,
+      );
       expect(mode(stateDir)).to.equal('700');
       expect(mode(path.join(stateDir, 'vm1'))).to.equal('700');
-      for (const f of ['vm.json', 'qmp.sock', 'events.sock', 'qemu.log']) expect(mode(path.join(stateDir, 'vm1', f)), f).to.equal('600');
+      for (const f of ['vm.json', 'qmp.sock', 'events.sock', 'qemu.log'])
+        expect(mode(path.join(stateDir, 'vm1', f)), f).to.equal('600');
 
       const vms = await cli(['vms', '--json'], env);
       expect(JSON.parse(vms.stdout)).to.deep.equal([
-        { name: 'vm1', pid: record.pid, state: 'running', machine, cpus: 2, memory: '128M', accel: record.spec.accel, nics: 0, qmp: record.qmp },
+        {
+          name: 'vm1',
+          pid: record.pid,
+          state: 'running',
+          machine,
+          cpus: 2,
+          memory: '128M',
+          accel: record.spec.accel,
+          nics: 0,
+          qmp: record.qmp,
+        },
       ]);
       const stopped = await cli(['stop', 'vm1'], env);
       expect(stopped.exitCode, stopped.stderr).to.equal(0);
       expect(stopped.stdout).to.equal('stopped vm1\n');
       expect(fs.existsSync(path.join(stateDir, 'vm1'))).to.equal(false);
-      expect(fs.existsSync(`/proc/${record.pid}/cmdline`) && fs.readFileSync(`/proc/${record.pid}/cmdline`, 'utf8').includes(record.qmp)).to.equal(false);
+      expect(
+        fs.existsSync(`/proc/${record.pid}/cmdline`) &&
+          fs.readFileSync(`/proc/${record.pid}/cmdline`, 'utf8').includes(record.qmp),
+      ).to.equal(false);
     });
   }
 
   it('runs two VMs at once, each with its own sockets', async () => {
-    const [a, b] = await Promise.all([cli(['start', 'a', '--memory', '128M'], env), cli(['start', 'b', '--memory', '128M', '--machine', 'q35'], env)]);
+    const [a, b] = await Promise.all([
+      cli(['start', 'a', '--memory', '128M'], env),
+      cli(['start', 'b', '--memory', '128M', '--machine', 'q35'], env),
+    ]);
     expect(a.exitCode, a.stderr).to.equal(0);
     expect(b.exitCode, b.stderr).to.equal(0);
     const table = (await cli(['vms'], env)).stdout;
-    expect(table).to.match(/^a\s+\d+\s+running\s+pc/m).and.match(/^b\s+\d+\s+running\s+q35/m);
+    expect(table)
+      .to.match(/^a\s+\d+\s+running\s+pc/m)
+      .and.match(/^b\s+\d+\s+running\s+q35/m);
     expect((await cli(['start', 'a'], env)).stderr).to.match(/VM 'a' is already running/);
     await Promise.all([cli(['stop', 'a'], env), cli(['stop', 'b'], env)]);
     expect(fs.readdirSync(stateDir)).to.deep.equal([]);
@@ -72,7 +102,9 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
   it("prints QEMU's own error when it fails to start, and leaves no state", async () => {
     const r = await cli(['start', 'vm1', '--qemu-arg=-device', '--qemu-arg=no-such-device'], env);
     expect(r.exitCode).to.equal(1);
-    expect(r.stderr).to.match(/^mq-hotplug: QEMU failed to start: .*'no-such-device' is not a valid device model name\n$/);
+    expect(r.stderr).to.match(
+      /^mq-hotplug: QEMU failed to start: .*'no-such-device' is not a valid device model name\n$/,
+    );
     expect(fs.readdirSync(stateDir)).to.deep.equal([]);
     const missing = await cli(['start', 'vm1', '--qemu', '/nonexistent/qemu'], env);
     expect(missing.exitCode).to.equal(1);
@@ -109,7 +141,11 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
 
   it('drives a QEMU it did not start through --qmp', async () => {
     const sock = path.join(tempDir('ext'), 'ext.sock');
-    const qemu = execa(QEMU, ['-M', 'pc', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-qmp', `unix:${sock},server=on,wait=off`], { reject: false });
+    const qemu = execa(
+      QEMU,
+      ['-M', 'pc', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-qmp', `unix:${sock},server=on,wait=off`],
+      { reject: false },
+    );
     trackPid(qemu.pid!);
     while (!fs.existsSync(sock)) await sleep(5);
     const r = await cli(['--qmp', sock, 'qmp', 'ext', 'query-status'], env);
@@ -117,7 +153,11 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
     const add = await cli(['--qmp', sock, 'add', 'ext', '--queues', '4', '--no-bridge', '--json'], env);
     expect(add.exitCode, add.stderr).to.equal(0);
     const nic = JSON.parse(add.stdout) as { id: string; tap: string };
-    const nics = JSON.parse((await cli(['--qmp', sock, 'nics', 'ext', '--json'], env)).stdout) as { id: string; tap: string; queues: number }[];
+    const nics = JSON.parse((await cli(['--qmp', sock, 'nics', 'ext', '--json'], env)).stdout) as {
+      id: string;
+      tap: string;
+      queues: number;
+    }[];
     expect(nics).to.have.length(1);
     expect(nics[0]).to.deep.include({ id: nic.id, tap: nic.tap, queues: 4 });
     const client = await QmpClient.connect(sock);
@@ -129,7 +169,14 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
   it('doctor reports each check on one line, ok/warn/fail', async () => {
     const r = await cli(['doctor', '--json']);
     const checks = JSON.parse(r.stdout) as { check: string; status: string; detail: string }[];
-    expect(checks.map((c) => c.check)).to.deep.equal(['qemu', '/dev/net/tun', '/dev/vhost-net', 'kvm', 'ip', 'bridges']);
+    expect(checks.map((c) => c.check)).to.deep.equal([
+      'qemu',
+      '/dev/net/tun',
+      '/dev/vhost-net',
+      'kvm',
+      'ip',
+      'bridges',
+    ]);
     expect(checks.find((c) => c.check === 'qemu')!.detail).to.match(/QEMU emulator version \d+/);
     const vhost = checks.find((c) => c.check === '/dev/vhost-net')!;
     expect(vhost.status).to.equal(fs.existsSync('/dev/vhost-net') ? 'ok' : 'warn');

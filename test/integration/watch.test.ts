@@ -24,7 +24,11 @@ describe('watch --follow and agent across VM restarts (real QEMU)', function () 
     const added = await cli(['add', 'vmf', '--queues', '2', '--json'], env);
     expect(added.exitCode, added.stderr).to.equal(0);
     await until(() => w.out().includes('"DEVICE_ADDED"'), 'DEVICE_ADDED after the restart');
-    const events = w.out().trim().split('\n').map((l) => JSON.parse(l) as { event: string; vm: string });
+    const events = w
+      .out()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { event: string; vm: string });
     expect(events.map((e) => e.event)).to.include.ordered.members(['SHUTDOWN']);
     expect(events.filter((e) => e.event === 'DEVICE_ADDED')).to.have.length(1);
     w.proc.kill('SIGTERM');

@@ -36,7 +36,10 @@ describe('LineDecoder (QMP framing)', () => {
   });
 
   it('property: any split of a recorded transcript yields the same lines', () => {
-    const text = loadTranscript('session').filter((l) => l.dir === 'out').map((l) => l.line + '\r\n').join('');
+    const text = loadTranscript('session')
+      .filter((l) => l.dir === 'out')
+      .map((l) => l.line + '\r\n')
+      .join('');
     const bytes = Buffer.from(text);
     const expected = new LineDecoder().push(bytes);
     expect(expected).to.have.length(19);
@@ -45,7 +48,7 @@ describe('LineDecoder (QMP framing)', () => {
     for (let round = 0; round < 300; round++) {
       const d = new LineDecoder();
       const got: string[] = [];
-      for (let i = 0; i < bytes.length; ) {
+      for (let i = 0; i < bytes.length;) {
         const n = 1 + Math.floor(random() * (round % 3 === 0 ? 3 : 200));
         got.push(...d.push(bytes.subarray(i, i + n)));
         i += n;

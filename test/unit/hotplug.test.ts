@@ -32,10 +32,41 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
     it('pc: picks nic0, nd-nic0, tap vm-nic0, 2N+2 vectors on pci.0; sends only queries', async () => {
       const { world, ctx, stop } = setup({ machine: 'pc', cpus: 8 });
       const plan = await planNic(ctx, { queues: 8, bridge: 'br0' });
-      expect(plan).to.deep.include({ id: 'nic0', netdev: 'nd-nic0', tap: 'vm-nic0', queues: 8, vectors: 18, vhost: false, bridge: 'br0', bus: 'pci.0' });
+      expect(plan).to.deep.include({
+        id: 'nic0',
+        netdev: 'nd-nic0',
+        tap: 'vm-nic0',
+        queues: 8,
+        vectors: 18,
+        vhost: false,
+        bridge: 'br0',
+        bus: 'pci.0',
+      });
       expect(plan.commands).to.deep.equal([
-        { execute: 'netdev_add', arguments: { type: 'tap', id: 'nd-nic0', ifname: 'vm-nic0', script: 'no', downscript: 'no', vhost: false, queues: 8 } },
-        { execute: 'device_add', arguments: { driver: 'virtio-net-pci', id: 'nic0', netdev: 'nd-nic0', mac: plan.mac, mq: true, vectors: 18, bus: 'pci.0' } },
+        {
+          execute: 'netdev_add',
+          arguments: {
+            type: 'tap',
+            id: 'nd-nic0',
+            ifname: 'vm-nic0',
+            script: 'no',
+            downscript: 'no',
+            vhost: false,
+            queues: 8,
+          },
+        },
+        {
+          execute: 'device_add',
+          arguments: {
+            driver: 'virtio-net-pci',
+            id: 'nic0',
+            netdev: 'nd-nic0',
+            mac: plan.mac,
+            mq: true,
+            vectors: 18,
+            bus: 'pci.0',
+          },
+        },
       ]);
       expect(plan.ipArgv).to.deep.equal(['ip', 'link', 'set', 'dev', 'vm-nic0', 'master', 'br0', 'up']);
       expect(plan.mac).to.match(/^52:54:00(:[0-9a-f]{2}){3}$/);
@@ -54,7 +85,9 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       await addNic(ctx, { queues: 2, bridge: 'br0' });
       const err = await planNic(ctx, { queues: 2 }).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(UsageError);
-      expect((err as Error).message).to.equal("VM 'vm' has no free hot-plug slot: every pcie-root-port is taken (start it with more --hotplug-slots)");
+      expect((err as Error).message).to.equal(
+        "VM 'vm' has no free hot-plug slot: every pcie-root-port is taken (start it with more --hotplug-slots)",
+      );
       stop();
     });
 
@@ -109,12 +142,22 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       const { world, ctx, stop } = setup();
       const r = await addNic(ctx, { queues: 4, bridge: 'br0' });
       expect(world.changes()).to.deep.equal(['netdev_add', 'device_add']);
-      expect(world.sent.at(-1)).to.deep.equal({ command: 'qom-get', args: { path: '/machine/peripheral/nic0', property: 'netdev' } });
+      expect(world.sent.at(-1)).to.deep.equal({
+        command: 'qom-get',
+        args: { path: '/machine/peripheral/nic0', property: 'netdev' },
+      });
       expect(world.published.map((e) => e.event)).to.deep.equal(['DEVICE_ADDED', 'NIC_BRIDGED']);
       expect(world.ipLines).to.deep.equal([['link', 'set', 'dev', 'vm-nic0', 'master', 'br0', 'up']]);
       expect(world.links.get('vm-nic0')).to.deep.include({ master: 'br0', up: true, queues: 4 });
       expect(world.record!.nics).to.have.length(1);
-      expect(world.record!.nics[0]).to.deep.include({ id: 'nic0', tap: 'vm-nic0', bridge: 'br0', state: 'active', queues: 4, vectors: 10 });
+      expect(world.record!.nics[0]).to.deep.include({
+        id: 'nic0',
+        tap: 'vm-nic0',
+        bridge: 'br0',
+        state: 'active',
+        queues: 4,
+        vectors: 10,
+      });
       expect(r.timings.total).to.be.at.least(r.timings.preflight + r.timings.plug);
       stop();
     });
@@ -137,7 +180,9 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       const { world, ctx, stop } = setup({ guest: true });
       world.failNextIp('RTNETLINK answers: Operation not supported');
       const err = (await addNic(ctx, { queues: 2, bridge: 'br0' }).catch((e: unknown) => e)) as HotplugError;
-      expect(err.message).to.match(/^attaching vm-nic0 to br0 failed: RTNETLINK answers: Operation not supported; undone: device nic0 deleted, netdev nd-nic0 deleted, tap vm-nic0 gone$/);
+      expect(err.message).to.match(
+        /^attaching vm-nic0 to br0 failed: RTNETLINK answers: Operation not supported; undone: device nic0 deleted, netdev nd-nic0 deleted, tap vm-nic0 gone$/,
+      );
       expect(err.devicePlugged).to.equal(false);
       expect(world.published.map((e) => e.event)).to.deep.equal(['DEVICE_ADDED', 'NIC_BRIDGE_FAILED']);
       expect(world.devices.size + world.netdevs.size + world.links.size).to.equal(1); // only br0
@@ -149,7 +194,9 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       this.timeout(10_000);
       const { world, ctx, stop } = setup({ guest: false });
       world.failNextIp('boom');
-      const err = (await executeAdd(ctx, await planNic(ctx, { queues: 2, bridge: 'br0' })).catch((e: unknown) => e)) as HotplugError;
+      const err = (await executeAdd(ctx, await planNic(ctx, { queues: 2, bridge: 'br0' })).catch(
+        (e: unknown) => e,
+      )) as HotplugError;
       expect(err.devicePlugged).to.equal(true);
       expect(err.pending).to.deep.equal(['device nic0 (the guest has not released it; recorded as unplug-pending)']);
       expect(err.undone).to.deep.equal(['netdev nd-nic0 deleted', 'tap vm-nic0 gone']);
@@ -161,7 +208,9 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       const { world, ctx, stop } = setup();
       world.failNext('device_add', new QmpDisconnectedError('fake', 'device_add', 'EOF'));
       const err = (await addNic(ctx, { queues: 2 }).catch((e: unknown) => e)) as HotplugError;
-      expect(err.message).to.match(/^device_add failed: the QMP connection was lost \(.*\); check with 'mq-hotplug nics vm'/);
+      expect(err.message).to.match(
+        /^device_add failed: the QMP connection was lost \(.*\); check with 'mq-hotplug nics vm'/,
+      );
       expect(err.pending).to.deep.equal(['netdev nd-nic0 and tap vm-nic0', 'device nic0 if QEMU made it']);
       expect(world.changes()).to.deep.equal(['netdev_add', 'device_add']);
       stop();
@@ -180,9 +229,17 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       const { world, ctx, stop } = setup({ guest: true });
       const plan = await planNic(ctx, { queues: 2 });
       const qmp = ctx.qmp;
-      const lying = { ...ctx, qmp: { isReady: true, execute: async <T>(c: string, a?: object) => (c === 'qom-get' ? ('other' as T) : qmp.execute<T>(c, a)) } };
+      const lying = {
+        ...ctx,
+        qmp: {
+          isReady: true,
+          execute: async <T>(c: string, a?: object) => (c === 'qom-get' ? ('other' as T) : qmp.execute<T>(c, a)),
+        },
+      };
       const err = (await executeAdd(lying, plan).catch((e: unknown) => e)) as HotplugError;
-      expect(err.message).to.match(/^confirming nic0 failed: device nic0 has netdev 'other', expected 'nd-nic0'; undone: device nic0 deleted/);
+      expect(err.message).to.match(
+        /^confirming nic0 failed: device nic0 has netdev 'other', expected 'nd-nic0'; undone: device nic0 deleted/,
+      );
       expect(world.record!.nics).to.deep.equal([]);
       stop();
     });
@@ -205,7 +262,10 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       expect(r).to.include({ id: 'nic0', netdev: 'nd-nic0', tap: 'vm-nic0' });
       expect(world.changes().slice(2)).to.deep.equal(['device_del', 'netdev_del']);
       expect(world.record!.nics).to.deep.equal([]);
-      expect(world.published.at(-1)).to.deep.include({ event: 'NIC_REMOVED', data: { device: 'nic0', netdev: 'nd-nic0', tap: 'vm-nic0', mac: nic.mac, tapGone: true, reason: 'remove' } });
+      expect(world.published.at(-1)).to.deep.include({
+        event: 'NIC_REMOVED',
+        data: { device: 'nic0', netdev: 'nd-nic0', tap: 'vm-nic0', mac: nic.mac, tapGone: true, reason: 'remove' },
+      });
       stop();
     });
 
@@ -239,20 +299,37 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       await addNic(ctx, { queues: 2, bridge: 'br0' });
       world.links.get('vm-nic0')!.master = undefined;
       world.links.get('vm-nic1')!.up = false;
-      world.devices.set('hand', { driver: 'virtio-net-pci', mac: '52:54:00:aa:bb:cc', netdev: 'ndh', mq: false, vectors: 3, bus: 'pci.0' });
+      world.devices.set('hand', {
+        driver: 'virtio-net-pci',
+        mac: '52:54:00:aa:bb:cc',
+        netdev: 'ndh',
+        mq: false,
+        vectors: 3,
+        bus: 'pci.0',
+      });
       world.devices.delete('nic1');
       const views = await listNics(ctx);
       const byId = new Map(views.map((v) => [v.id, v]));
       expect(views.map((v) => v.id)).to.deep.equal(['nic0', 'hand', 'nic1']);
       expect(byId.get('nic0')!.drift).to.deep.equal(['tap not on bridge br0']);
-      expect(byId.get('hand')).to.deep.include({ state: 'unrecorded', drift: ['not in the record (added outside mq-hotplug?)'] });
+      expect(byId.get('hand')).to.deep.include({
+        state: 'unrecorded',
+        drift: ['not in the record (added outside mq-hotplug?)'],
+      });
       expect(byId.get('nic1')).to.deep.include({ state: 'missing', drift: ['recorded but not in the VM'] });
       stop();
     });
 
     it('on a --qmp VM a NIC is not drift for lacking a record', async () => {
       const { world, ctx, stop } = setup({ recorded: false });
-      world.devices.set('hand', { driver: 'virtio-net-pci', mac: '52:54:00:aa:bb:cc', netdev: 'ndh', mq: false, vectors: 3, bus: 'pci.0' });
+      world.devices.set('hand', {
+        driver: 'virtio-net-pci',
+        mac: '52:54:00:aa:bb:cc',
+        netdev: 'ndh',
+        mq: false,
+        vectors: 3,
+        bus: 'pci.0',
+      });
       expect((await listNics(ctx))[0]).to.deep.include({ id: 'hand', state: 'unrecorded', drift: [] });
       stop();
     });
@@ -267,10 +344,20 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       world.links.get('vm-nic0')!.master = undefined;
       await new Promise((r) => setTimeout(r, 100));
       expect(world.links.get('vm-nic0')!.master).to.equal('br0');
-      expect(world.published.find((e) => e.event === 'NIC_REATTACHED')?.data).to.deep.equal({ device: 'nic0', tap: 'vm-nic0', bridge: 'br0', was: null });
+      expect(world.published.find((e) => e.event === 'NIC_REATTACHED')?.data).to.deep.equal({
+        device: 'nic0',
+        tap: 'vm-nic0',
+        bridge: 'br0',
+        was: null,
+      });
       // the guest ejects nic1: QEMU sends DEVICE_DELETED that no remove asked for
       world.devices.delete('nic1');
-      world.qemuEvents.next({ event: 'DEVICE_DELETED', data: { device: 'nic1', path: '/machine/peripheral/nic1' }, timestamp: { seconds: 0, microseconds: 0 }, source: 'qemu' });
+      world.qemuEvents.next({
+        event: 'DEVICE_DELETED',
+        data: { device: 'nic1', path: '/machine/peripheral/nic1' },
+        timestamp: { seconds: 0, microseconds: 0 },
+        source: 'qemu',
+      });
       await new Promise((r) => setTimeout(r, 50));
       expect(world.record!.nics.map((n) => n.id)).to.deep.equal(['nic0']);
       expect(world.published.at(-1)).to.deep.include({ event: 'NIC_REMOVED' });
@@ -289,7 +376,10 @@ describe('vhost decision', () => {
     expect(decideVhost('auto', usable)).to.deep.equal({ vhost: true });
     expect(decideVhost('on', usable)).to.deep.equal({ vhost: true });
     expect(decideVhost('off', absent)).to.deep.equal({ vhost: false });
-    expect(decideVhost('auto', absent)).to.deep.equal({ vhost: false, note: 'vhost off: /dev/vhost-net is not available on this host' });
+    expect(decideVhost('auto', absent)).to.deep.equal({
+      vhost: false,
+      note: 'vhost off: /dev/vhost-net is not available on this host',
+    });
     expect(() => decideVhost('on', absent)).to.throw(UsageError, /^vhost 'on' needs \/dev\/vhost-net/);
   });
 

@@ -13,7 +13,11 @@ import { EventTimeoutError, forDevice, nextEvent } from '../../src/qmp/events.js
 import type { QmpEvent } from '../../src/qmp/messages.js';
 import { type Chunking, FakeQmpServer, loadTranscript, prng, randomChunks } from '../helpers/fake-qmp.js';
 
-const event = (name: string, data?: object) => ({ event: name, ...(data ? { data } : {}), timestamp: { seconds: 1, microseconds: 2 } });
+const event = (name: string, data?: object) => ({
+  event: name,
+  ...(data ? { data } : {}),
+  timestamp: { seconds: 1, microseconds: 2 },
+});
 
 describe('QmpClient against a fake QMP server', () => {
   let server: FakeQmpServer;
@@ -69,7 +73,9 @@ describe('QmpClient against a fake QMP server', () => {
       const filters = await qmp.execute<{ name: string }[]>('query-rx-filter');
       expect(filters[0]!.name).to.equal('nic0');
       const err = await qmp.execute('device_del', { id: 'nosuch' }).catch((e: unknown) => e);
-      expect(err).to.be.instanceOf(QmpCommandError).and.include({ errorClass: 'DeviceNotFound', command: 'device_del' });
+      expect(err)
+        .to.be.instanceOf(QmpCommandError)
+        .and.include({ errorClass: 'DeviceNotFound', command: 'device_del' });
       expect(await qmp.execute('device_del', { id: 'nic0' })).to.deep.equal({});
       expect(await qmp.execute('quit')).to.deep.equal({});
       await replaying;
@@ -150,7 +156,9 @@ describe('QmpClient against a fake QMP server', () => {
     const qmp = new QmpClient(server.path, { greetingTimeoutMs: 150 });
     const err = await qmp.connect().catch((e: unknown) => e);
     expect(err).to.be.instanceOf(QmpBusyError);
-    expect((err as Error).message).to.include(server.path).and.match(/busy/);
+    expect((err as Error).message)
+      .to.include(server.path)
+      .and.match(/busy/);
   });
 
   it('fails with QmpConnectError when nothing listens', async () => {
@@ -229,14 +237,21 @@ describe('QmpClient against a fake QMP server', () => {
       for (const { c, i } of order) {
         if (random() < 0.5) text += JSON.stringify(event('TICK', { n: events++ })) + '\r\n';
         const value = i % 4 === 0 ? 0 : i % 4 === 1 ? false : i % 4 === 2 ? '' : { i };
-        text += JSON.stringify(i % 7 === 0 ? { error: { class: 'GenericError', desc: `e${i}` }, id: c.id } : { return: value, id: c.id }) + '\n';
+        text +=
+          JSON.stringify(
+            i % 7 === 0 ? { error: { class: 'GenericError', desc: `e${i}` }, id: c.id } : { return: value, id: c.id },
+          ) + '\n';
       }
       await conn.send(text, randomChunks(random, 64));
       const results = await settled;
       results.forEach((r, i) => {
         const label = `seed ${seed}, round ${round}, command ${i}`;
-        if (i % 7 === 0) expect(r.status === 'rejected' && (r.reason as Error).message, label).to.match(new RegExp(`e${i}$`));
-        else expect(r.status === 'fulfilled' && r.value, label).to.deep.equal(i % 4 === 0 ? 0 : i % 4 === 1 ? false : i % 4 === 2 ? '' : { i });
+        if (i % 7 === 0)
+          expect(r.status === 'rejected' && (r.reason as Error).message, label).to.match(new RegExp(`e${i}$`));
+        else
+          expect(r.status === 'fulfilled' && r.value, label).to.deep.equal(
+            i % 4 === 0 ? 0 : i % 4 === 1 ? false : i % 4 === 2 ? '' : { i },
+          );
       });
       expect(seen, `seed ${seed}`).to.deep.equal([...Array(events).keys()]);
       await qmp.close();
@@ -250,7 +265,9 @@ describe('QmpClient against a fake QMP server', () => {
       const { qmp, conn } = await connected();
       const p = qmp.execute('query-status').catch((e: unknown) => e);
       await conn.nextCommand();
-      const junk = Buffer.from(Array.from({ length: 1 + Math.floor(random() * 300) }, () => Math.floor(random() * 256)));
+      const junk = Buffer.from(
+        Array.from({ length: 1 + Math.floor(random() * 300) }, () => Math.floor(random() * 256)),
+      );
       conn.socket.write(Buffer.concat([junk, Buffer.from('\n')]));
       conn.end();
       const outcome = await p;
