@@ -233,6 +233,8 @@ export async function add(
     mac: o.mac as string | undefined,
     id: o.id as string | undefined,
     vhost: o.vhost as 'auto' | 'on' | 'off',
+    mtu: o.mtu as string | undefined,
+    rate: o.rate as string | undefined,
     waitGuestMs,
   };
   if (o.dryRun === true) {
@@ -241,7 +243,7 @@ export async function add(
     if (o.json) return printJson({ dryRun: true, ...plan, notes });
     process.stdout.write(`dry run: nothing changed. Would send:\n`);
     for (const cmd of plan.commands) process.stdout.write(`  ${JSON.stringify(cmd)}\n`);
-    process.stdout.write(`then run:\n  ${plan.ipArgv.join(' ')}\n`);
+    process.stdout.write(`then run:\n${plan.hostCommands.map((c) => `  ${c.join(' ')}\n`).join('')}`);
     return;
   }
   const r = await withController(vm, g, (c) => c.addNic(request), true); // ip's start-up overlaps the connect
@@ -253,7 +255,8 @@ export async function add(
     });
   process.stdout.write(
     `added ${r.id} to ${vm}: ${r.queues} queues, tap ${r.tap} ${r.bridge ? `on ${r.bridge}` : '(no bridge)'} up, ` +
-      `mac ${r.mac}, vectors ${r.vectors}, vhost ${r.vhost ? 'on' : 'off'}, bus ${r.bus}\n`,
+      `mac ${r.mac}, vectors ${r.vectors}, vhost ${r.vhost ? 'on' : 'off'}, bus ${r.bus}` +
+      `${r.mtu ? `, mtu ${r.mtu}` : ''}${r.guestMtu ? ` (guest ${r.guestMtu})` : ''}${r.rate ? `, rate ${r.rate} Mbit/s` : ''}\n`,
   );
   if (r.guestReady !== undefined) {
     process.stdout.write(
@@ -284,7 +287,22 @@ export async function nics(vm: string, o: { json?: boolean }, g: GlobalOptions):
   if (o.json) return printJson(views);
   process.stdout.write(
     table(
-      ['ID', 'MAC', 'TAP', 'QUEUES', 'ACTIVE', 'VECTORS', 'MQ', 'VHOST', 'BRIDGE', 'LINK', 'STATE', 'DRIFT'],
+      [
+        'ID',
+        'MAC',
+        'TAP',
+        'QUEUES',
+        'ACTIVE',
+        'VECTORS',
+        'MQ',
+        'VHOST',
+        'BRIDGE',
+        'MTU',
+        'RATE',
+        'LINK',
+        'STATE',
+        'DRIFT',
+      ],
       views.map((n) => [
         n.id,
         n.mac,
@@ -295,6 +313,8 @@ export async function nics(vm: string, o: { json?: boolean }, g: GlobalOptions):
         n.mq === null ? null : n.mq ? 'on' : 'off',
         n.vhost === null ? null : n.vhost ? 'on' : 'off',
         n.bridge,
+        n.mtu === null ? null : n.guestMtu && n.guestMtu !== n.mtu ? `${n.mtu} (guest ${n.guestMtu})` : n.mtu,
+        n.rate === null ? null : `${n.rate}M`,
         n.linkUp === null ? null : n.linkUp ? 'up' : 'down',
         n.state,
         n.drift.join('; '),

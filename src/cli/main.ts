@@ -100,8 +100,10 @@ export function buildProgram(): Command {
         .choices(['auto', 'on', 'off'])
         .default('auto'),
     )
+    .option('--mtu <n>', "MTU told to the guest (68-65535, at most the bridge's); the tap always takes the bridge's")
+    .option('--rate <mbit>', 'rate limit in Mbit/s, both directions (tc)')
     .option('--wait-guest [seconds]', 'wait until the guest driver has taken the NIC (default 30 s)')
-    .option('--dry-run', 'print the QMP commands and ip argv that would run, change nothing')
+    .option('--dry-run', 'print the QMP commands and host commands that would run, change nothing')
     .option('--json', 'JSON output')
     .action(async (vm, opts, cmd) => (await import('./commands.js')).add(vm, opts, cmd.optsWithGlobals()));
 

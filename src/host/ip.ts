@@ -27,7 +27,11 @@ export function ipBinary(): string {
 
 /** Where `ip` would be run from, or undefined: preflight checks this before anything changes. */
 export function findIp(): string | undefined {
-  const bin = ipBinary();
+  return findBinary(ipBinary());
+}
+
+/** Where a program would be run from (PATH, or the path itself), or undefined. */
+export function findBinary(bin: string): string | undefined {
   const candidates = bin.includes('/')
     ? [bin]
     : (process.env.PATH ?? '')
@@ -115,16 +119,46 @@ export function masterOf(name: string): string | undefined {
   }
 }
 
-/** The one ip command that attaches a tap to a bridge and sets it up (without a bridge: only up). */
-export function attachArgs(tap: string, bridge?: string): string[] {
+/**
+ * The one ip command that readies a tap and attaches it (without a bridge: only up). The kernel
+ * applies address and MTU before the master in one request, so the bridge never sees the tap with
+ * another MAC or MTU.
+ */
+export function attachArgs(tap: string, bridge?: string, port: { address?: string; mtu?: number } = {}): string[] {
   return [
-    'link',
-    'set',
-    'dev',
-    checkIfname(tap),
+    ...['link', 'set', 'dev', checkIfname(tap)],
+    ...(port.address ? ['address', port.address] : []),
+    ...(port.mtu ? ['mtu', String(port.mtu)] : []),
     ...(bridge ? ['master', checkIfname(bridge, 'bridge name')] : []),
     'up',
   ];
+}
+
+/** What sysfs tells of a link (MAC, MTU, master, up), with no exec; undefined when it does not exist. */
+export function readLink(name: string): LinkInfo | undefined {
+  const dir = `${SYS_NET}/${checkIfname(name)}`;
+  try {
+    const read = (file: string) => readFileSync(`${dir}/${file}`, 'utf8').trim();
+    return {
+      ifname: name,
+      address: read('address'),
+      mtu: Number.parseInt(read('mtu'), 10),
+      up: (Number.parseInt(read('flags'), 16) & 1) === 1,
+      master: masterOf(name),
+      multiQueue: false, // sysfs does not say; showLink does
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** A link's MTU, from sysfs; undefined when it does not exist. */
+export function linkMtu(name: string): number | undefined {
+  try {
+    return Number.parseInt(readFileSync(`${SYS_NET}/${checkIfname(name)}/mtu`, 'utf8'), 10);
+  } catch {
+    return undefined;
+  }
 }
 
 export interface LinkInfo {
@@ -133,6 +167,7 @@ export interface LinkInfo {
   up: boolean;
   operstate?: string;
   address?: string;
+  mtu?: number;
   multiQueue: boolean;
   /** Queue pairs the guest has enabled (tun's numqueues). */
   numQueues?: number;
@@ -146,6 +181,7 @@ interface IpLinkJson {
   flags?: string[];
   operstate?: string;
   address?: string;
+  mtu?: number;
   linkinfo?: { info_kind?: string; info_data?: { multi_queue?: boolean; numqueues?: number; numdisabled?: number } };
 }
 
@@ -157,6 +193,7 @@ function toLinkInfo(j: IpLinkJson): LinkInfo {
     up: j.flags?.includes('UP') ?? false,
     operstate: j.operstate,
     address: j.address,
+    mtu: j.mtu,
     multiQueue: data?.multi_queue ?? false,
     numQueues: data?.numqueues,
     numDisabled: data?.numdisabled,

@@ -51,10 +51,10 @@ export function checkMac(mac: string): string {
 }
 
 /** An integer within [min, max], from a CLI string or a number. */
-export function checkInt(value: string | number, what: string, min: number, max: number): number {
+export function checkInt(value: string | number, what: string, min: number, max: number, unit?: string): number {
   const n = typeof value === 'number' ? value : /^\s*\d+\s*$/.test(value) ? Number(value) : NaN;
   if (!Number.isInteger(n) || n < min || n > max) {
-    throw new UsageError(`invalid ${what} '${value}': use an integer from ${min} to ${max}`);
+    throw new UsageError(`invalid ${what} '${value}': use an integer from ${min} to ${max}${unit ? ` (${unit})` : ''}`);
   }
   return n;
 }

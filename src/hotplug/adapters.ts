@@ -4,16 +4,18 @@
  */
 import { IpBatch } from '../host/ip-batch.js';
 import {
+  findBinary,
   findIp,
   ipBinary,
   isBridge,
   linkExists,
-  linkIsUp,
-  masterOf,
+  linkMtu,
+  readLink,
   showLink,
   showLinks,
   vhostNetUsable,
 } from '../host/ip.js';
+import { showQdiscs, tcBatch, tcBinary } from '../host/tc.js';
 import { type NicRecord, type StateStore, type VmRecord, qemuAlive } from '../qemu/state.js';
 import { pollUntil } from '../util/time.js';
 import type { HostPort, RecordPort } from './context.js';
@@ -87,9 +89,15 @@ export class LinuxHost implements HostPort {
   private readonly batch = new IpBatch();
   readonly findIp = findIp;
   readonly linkExists = linkExists;
+  readonly linkMtu = linkMtu;
+  readonly tc = tcBatch;
+  readonly qdiscs = showQdiscs;
+
+  findTc(): string | undefined {
+    return findBinary(tcBinary());
+  }
   readonly isBridge = isBridge;
-  readonly masterOf = masterOf;
-  readonly linkIsUp = linkIsUp;
+  readonly readLink = readLink;
   readonly showLinks = showLinks;
   readonly showLink = showLink;
 
@@ -107,6 +115,10 @@ export class LinuxHost implements HostPort {
 
   ipArgv(argv: string[]): string[] {
     return [ipBinary(), ...argv];
+  }
+
+  tcArgv(argv: string[]): string[] {
+    return [tcBinary(), ...argv];
   }
 
   close(): void {

@@ -9,7 +9,7 @@
  * `planNic` alone is the dry run: it changes nothing and returns what `executeAdd` would send.
  */
 import { randomBytes } from 'node:crypto';
-import { attachArgs, decideVhost, type VhostMode } from '../host/ip.js';
+import { decideVhost, type VhostMode } from '../host/ip.js';
 import { checkChoice, checkIfname, checkInt, checkMac, checkQemuId } from '../host/validate.js';
 import { UsageError } from '../errors.js';
 import { forDevice, nextEvent } from '../qmp/events.js';
@@ -19,6 +19,7 @@ import { HotplugError, NOTHING_UNDONE, type RollbackReport } from './errors.js';
 import { fromController } from './events.js';
 import { filter } from 'rxjs';
 import { type LiveVm, inspectVm, nicMacs } from './inspect.js';
+import { type Port, attachLine, portCommands, tapMacOf } from './port.js';
 import { rollbackNic } from './remove.js';
 
 export const MAX_QUEUES = 256; // MAX_TAP_QUEUES in the kernel's tun driver
@@ -33,6 +34,10 @@ export interface AddRequest {
   mac?: string;
   id?: string;
   vhost?: VhostMode;
+  /** MTU for the guest (virtio-net host_mtu), 68..65535, at most the bridge's; without a bridge also the tap's. */
+  mtu?: number | string;
+  /** Rate limit in Mbit/s, both directions (tc, see src/host/tc.ts). */
+  rate?: number | string;
   /** Wait this long for the guest driver to take the NIC (NIC_RX_FILTER_CHANGED). */
   waitGuestMs?: number;
 }
@@ -42,12 +47,16 @@ export interface QmpCommand {
   arguments: Record<string, unknown>;
 }
 
-/** What an add will do: the NIC, and the exact QMP commands and ip argv. */
+/** What an add will do: the NIC, and the exact QMP commands and host commands. */
 export interface AddPlan extends NicSpec {
   bridge: string | null;
+  tapMac: string;
   notes: string[];
   commands: [netdevAdd: QmpCommand, deviceAdd: QmpCommand];
+  /** The ip line that readies and attaches the tap. */
   ipArgv: string[];
+  /** Every host command, in order (the ifb and tc lines of a rate limit, then ipArgv). */
+  hostCommands: string[][];
 }
 
 export interface AddTimings {
@@ -62,6 +71,7 @@ export interface AddTimings {
 
 export interface AddResult extends NicSpec {
   bridge: string | null;
+  tapMac: string;
   notes: string[];
   timings: AddTimings;
   guestReady?: boolean;
@@ -76,10 +86,20 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
   if (request.id !== undefined) checkQemuId(request.id, 'NIC id');
   if (request.ifname !== undefined) checkIfname(request.ifname, 'tap name');
   const requestedMac = request.mac === undefined ? undefined : checkMac(request.mac);
+  if (requestedMac?.startsWith('fe')) {
+    throw new UsageError(
+      `invalid MAC '${request.mac}': MACs starting with fe are kept for taps (a tap gets fe and its guest's ` +
+        `last five bytes, so no bridge takes its MAC); use another, like 52:54:00:12:34:56`,
+    );
+  }
   const vhostMode = checkChoice(request.vhost ?? 'auto', 'vhost', ['auto', 'on', 'off'] as const);
+  const guestMtu = request.mtu === undefined ? undefined : checkInt(request.mtu, 'MTU', 68, 65535);
+  const rate = request.rate === undefined ? undefined : checkInt(request.rate, 'rate', 1, 100_000, 'Mbit/s');
 
   if (!host.findIp())
     throw new UsageError(`'${host.ipArgv([])[0]}' not found in PATH: the tap could not be bridged (install iproute2)`);
+  if (rate !== undefined && !host.findTc())
+    throw new UsageError(`'${host.tcArgv([])[0]}' not found in PATH: --rate needs it (install iproute2)`);
   const record = ctx.record.read();
   const bridge = request.bridge === undefined ? (record?.spec.bridge ?? null) : request.bridge || null;
   if (bridge !== null) {
@@ -89,6 +109,14 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
     if (!host.isBridge(bridge))
       throw new UsageError(`'${bridge}' is not a bridge; give --bridge the name of a Linux bridge`);
   }
+  // The tap takes its bridge's MTU (a smaller one would shrink the bridge); --mtu tells the guest.
+  const bridgeMtu = bridge === null ? undefined : host.linkMtu(bridge);
+  if (guestMtu !== undefined && bridgeMtu !== undefined && guestMtu > bridgeMtu) {
+    throw new UsageError(
+      `invalid MTU '${request.mtu}': bridge '${bridge}' has MTU ${bridgeMtu}; use at most ${bridgeMtu}, or raise the bridge's MTU first`,
+    );
+  }
+  const mtu = bridgeMtu ?? guestMtu;
   const { vhost, note } = decideVhost(vhostMode, () => host.vhostNetUsable());
   if (note) notes.push(note);
 
@@ -133,39 +161,31 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
 
   const vectors = 2 * queues + 2; // one per rx and tx queue, one for config, one for control
   const bus = live.freeBus;
+  const ifb = rate === undefined ? undefined : freeName('mqi', host.linkExists);
+  const port: Port & { tapMac: string } = { tap, mac, tapMac: tapMacOf(mac), bridge, mtu, rate, ifb };
+  const deviceArgs: Record<string, unknown> = { driver: 'virtio-net-pci', id, netdev, mac, mq: true, vectors, bus };
+  // On a root port the device must sit at 0.0: QEMU would put a second one at 1.0, where the guest never looks.
+  if (live.q35) deviceArgs.addr = '0';
+  if (guestMtu !== undefined) deviceArgs.host_mtu = guestMtu;
   return {
-    id,
-    netdev,
-    tap,
-    mac,
-    queues,
-    vectors,
-    vhost,
-    bridge,
-    bus,
-    notes,
+    ...{ id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes },
+    ...withoutUndefined({ ...port, guestMtu }),
+    tapMac: port.tapMac,
     commands: [
       {
         execute: 'netdev_add',
         arguments: { type: 'tap', id: netdev, ifname: tap, script: 'no', downscript: 'no', vhost, queues },
       },
-      {
-        execute: 'device_add',
-        // On a root port the device must sit at 0.0: QEMU would put a second one at 1.0, where the guest never looks.
-        arguments: {
-          driver: 'virtio-net-pci',
-          id,
-          netdev,
-          mac,
-          mq: true,
-          vectors,
-          bus,
-          ...(live.q35 ? { addr: '0' } : {}),
-        },
-      },
+      { execute: 'device_add', arguments: deviceArgs },
     ],
-    ipArgv: host.ipArgv(attachArgs(tap, bridge ?? undefined)),
+    ipArgv: host.ipArgv(attachLine(port)),
+    hostCommands: portCommands(port).map((c) => (c.program === 'ip' ? host.ipArgv(c.argv) : host.tcArgv(c.argv))),
   };
+}
+
+/** The object without its undefined fields (so records and JSON show only what was set). */
+function withoutUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 /** Plans and executes an add under the VM's lock. */
@@ -184,7 +204,7 @@ export async function addNic(ctx: HotplugContext, request: AddRequest): Promise<
 
 export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs?: number): Promise<AddResult> {
   const { qmp } = ctx;
-  const { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes } = plan;
+  const { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes, tapMac, mtu, guestMtu, rate, ifb } = plan;
   const [netdevCmd, deviceCmd] = plan.commands;
   // Subscribed before device_add: the guest may take the NIC before device_add's answer is read.
   const guestTook =
@@ -208,7 +228,10 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
   if (d.status === 'rejected') throw await undo(ctx, 'device_add', d.reason as Error, plan, false);
 
   const t1 = performance.now();
-  ctx.publish('DEVICE_ADDED', { device: id, netdev, tap, mac, queues, vectors, vhost, bridge, bus });
+  ctx.publish('DEVICE_ADDED', {
+    ...{ device: id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, tapMac },
+    ...{ mtu: mtu ?? null, rate: rate ?? null, ifb: ifb ?? null },
+  });
   const outcome = await bridged.catch((e: Error) => e);
   const t2 = performance.now();
   const bridgeError =
@@ -232,7 +255,12 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
   const t3 = performance.now();
 
   const timings = { preflight: 0, plug: t1 - t0, bridging: t2 - t1, confirm: t3 - t2, total: t3 - t0 };
-  const result: AddResult = { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes, timings };
+  const result: AddResult = {
+    ...{ id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, tapMac },
+    ...withoutUndefined({ mtu, guestMtu, rate, ifb }),
+    notes,
+    timings,
+  };
   if (guestTook) {
     result.guestReady = await guestTook.then(
       () => true,
@@ -297,8 +325,13 @@ function firstFree(prefix: string, taken: (candidate: string) => boolean): strin
 function defaultTapName(vmName: string, id: string, exists: (name: string) => boolean): string {
   const readable = `${vmName}-${id}`;
   if (readable.length <= 15 && /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(readable) && !exists(readable)) return readable;
+  return freeName('mqh', exists);
+}
+
+/** The prefix and 6 random hex digits, not taken by any link. */
+function freeName(prefix: string, exists: (name: string) => boolean): string {
   for (;;) {
-    const random = `mqh${randomBytes(3).toString('hex')}`;
-    if (!exists(random)) return random;
+    const name = `${prefix}${randomBytes(3).toString('hex')}`;
+    if (!exists(name)) return name;
   }
 }

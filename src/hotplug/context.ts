@@ -6,6 +6,7 @@
  */
 import type { Observable } from 'rxjs';
 import type { LinkInfo } from '../host/ip.js';
+import type { Qdisc } from '../host/tc.js';
 import type { NicRecord, VmRecord } from '../qemu/state.js';
 import type { Publish, VmEvent } from './events.js';
 
@@ -38,21 +39,28 @@ export interface RecordPort {
 
 /** The host's links: reads (sysfs, `ip -j`) and the changes made through the long-lived ip. */
 export interface HostPort {
-  /** Where `ip` would run from, or undefined when it is not installed. */
+  /** Where `ip` (or `tc`) would run from, or undefined when it is not installed. */
   findIp(): string | undefined;
+  findTc(): string | undefined;
   linkExists(name: string): boolean;
+  linkMtu(name: string): number | undefined;
   isBridge(name: string): boolean;
   vhostNetUsable(): boolean;
-  masterOf(name: string): string | undefined;
-  linkIsUp(name: string): boolean;
+  /** MAC, MTU, master and up from sysfs, no exec (multiQueue and queue counts need showLink). */
+  readLink(name: string): LinkInfo | undefined;
   showLinks(): Promise<Map<string, LinkInfo>>;
   showLink(name: string): Promise<LinkInfo | undefined>;
   /** One `ip` command (argv without "ip"), through the long-lived batch ip. */
   ip(argv: string[]): Promise<void>;
+  /** tc lines (argv without "tc"), all in one tc process; `force` goes on past failures. */
+  tc(lines: string[][], options?: { force?: boolean }): Promise<void>;
+  /** Every qdisc on the host, by device. */
+  qdiscs(): Promise<Map<string, Qdisc[]>>;
   /** Starts the batch ip now, so its start-up overlaps other work. */
   warmUp(): void;
-  /** The argv shown to a user for an ip command (dry run). */
+  /** The argv shown to a user for an ip or tc command (dry run). */
   ipArgv(argv: string[]): string[];
+  tcArgv(argv: string[]): string[];
 }
 
 export interface HotplugContext {

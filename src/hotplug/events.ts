@@ -24,6 +24,11 @@ export interface ControllerEventData {
     vhost: boolean;
     bridge: string | null;
     bus: string;
+    /** the host side of the NIC, set up by the bridging reaction (port.ts) */
+    tapMac: string;
+    mtu: number | null;
+    rate: number | null;
+    ifb: string | null;
   };
   /** The tap is on its bridge (or, with no bridge, up). */
   NIC_BRIDGED: { device: string; tap: string; bridge: string | null };
@@ -40,8 +45,11 @@ export interface ControllerEventData {
     tapGone: boolean | null;
     reason: string;
   };
-  /** The reconcile reaction put a tap back on its bridge, or up. `was` is the master it had. */
-  NIC_REATTACHED: { device: string; tap: string; bridge: string | null; was: string | null };
+  /**
+   * The reconcile reaction put a tap right again: back on its bridge, up, its MAC and MTU, its rate
+   * limit. `was` is the master it had; `fixed` says what had drifted.
+   */
+  NIC_REATTACHED: { device: string; tap: string; bridge: string | null; was: string | null; fixed: string[] };
   /** A recorded NIC's bridge no longer exists: nothing to re-attach to. */
   NIC_BRIDGE_MISSING: { device: string; tap: string; bridge: string };
   /** A reconcile reaction failed; it runs again on the next event or check. */

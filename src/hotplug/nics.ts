@@ -4,6 +4,7 @@
  */
 import type { HotplugContext } from './context.js';
 import { liveNics } from './inspect.js';
+import { portDrift } from './port.js';
 
 export interface NicView {
   id: string;
@@ -18,14 +19,24 @@ export interface NicView {
   mq: boolean | null;
   vhost: boolean | null;
   bridge: string | null;
+  /** The tap's own MAC and MTU, live. */
+  tapMac: string | null;
+  mtu: number | null;
+  /** The MTU told to the guest (host_mtu), and the rate limit in Mbit/s, as recorded. */
+  guestMtu: number | null;
+  rate: number | null;
   linkUp: boolean | null;
   state: 'active' | 'unplug-pending' | 'unrecorded' | 'missing';
   drift: string[];
 }
 
 export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
-  const [live, links] = await Promise.all([liveNics(ctx.qmp), ctx.host.showLinks()]);
   const recordedList = ctx.record.read()?.nics ?? [];
+  const [live, links, qdiscs] = await Promise.all([
+    liveNics(ctx.qmp),
+    ctx.host.showLinks(),
+    recordedList.some((n) => n.rate) ? ctx.host.qdiscs() : undefined, // one tc exec, only where a limit is kept
+  ]);
   const recorded = new Map(recordedList.map((n) => [n.id, n]));
   // in the order they were added (QOM lists children in hash order), unrecorded ones last
   const rank = (id: string) => {
@@ -44,9 +55,10 @@ export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
     if (rec && rec.mac !== nic.mac) drift.push(`MAC ${nic.mac}, record says ${rec.mac}`);
     if (rec && nic.tap && rec.tap !== nic.tap) drift.push(`tap ${nic.tap}, record says ${rec.tap}`);
     if (tapName && !link) drift.push(`tap ${tapName} missing on the host`);
-    if (link && rec?.bridge && link.master !== rec.bridge)
-      drift.push(`tap not on bridge ${rec.bridge}${link.master ? ` (on ${link.master})` : ''}`);
-    if (link && !link.up) drift.push('tap is down');
+    if (rec) {
+      const { link: linkDrift, shaping } = portDrift(rec, link, qdiscs);
+      drift.push(...linkDrift, ...shaping);
+    } else if (link && !link.up) drift.push('tap is down');
     if (nic.vectors === 0) drift.push('MSI-X off (vectors 0)');
     const total = link?.numQueues !== undefined ? link.numQueues + (link.numDisabled ?? 0) : undefined;
     views.push({
@@ -60,6 +72,10 @@ export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
       mq: nic.mq,
       vhost: rec?.vhost ?? null,
       bridge: link?.master ?? null,
+      tapMac: link?.address ?? null,
+      mtu: link?.mtu ?? null,
+      guestMtu: rec?.guestMtu ?? null,
+      rate: rec?.rate ?? null,
       linkUp: link?.up ?? null,
       state: rec ? rec.state : 'unrecorded',
       drift,
@@ -77,6 +93,10 @@ export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
       mq: null,
       vhost: rec.vhost,
       bridge: null,
+      tapMac: null,
+      mtu: null,
+      guestMtu: rec.guestMtu ?? null,
+      rate: rec.rate ?? null,
       linkUp: null,
       state: 'missing',
       drift: ['recorded but not in the VM'],

@@ -2,14 +2,15 @@
  * Reactions that keep the record and the host true to the VM, for `watch --reconcile` and `agent`:
  *  - a DEVICE_DELETED for a recorded NIC that no running `remove` handles (the guest ejected it, or
  *    an unplug-pending NIC finally went): netdev_del, forget it, publish NIC_REMOVED;
- *  - a tap that lost its bridge or went down (checked on every event and every `periodMs`):
- *    attach it again, publish NIC_REATTACHED.
+ *  - a tap that drifted from its record (off its bridge, down, another MAC or MTU, its rate limit
+ *    gone), checked on every event and every `periodMs`: set it right again (port.ts), publish
+ *    NIC_REATTACHED with what was fixed.
  * Each reaction takes the VM's lock, so it never races a `remove` or `add` in another process.
  */
 import { type Observable, type Subscription, concatMap, filter, interval, map, merge } from 'rxjs';
-import { attachArgs } from '../host/ip.js';
 import type { HotplugContext } from './context.js';
 import type { VmEvent } from './events.js';
+import { attachLine, portDrift, resetShaping } from './port.js';
 import { finishRemoval } from './remove.js';
 
 export function startReconcile(
@@ -29,7 +30,7 @@ export function startReconcile(
       concatMap(async (job) => {
         try {
           if (job.kind === 'deleted') await ctx.record.locked(() => forgetDeleted(ctx, job.device));
-          else await ctx.record.locked(() => reattachTaps(ctx));
+          else await ctx.record.locked(() => repairPorts(ctx));
         } catch (e) {
           ctx.publish('RECONCILE_FAILED', { error: (e as Error).message });
         }
@@ -44,18 +45,24 @@ async function forgetDeleted(ctx: HotplugContext, device: string): Promise<void>
   await finishRemoval(ctx, nic, nic.state === 'unplug-pending' ? 'pending unplug completed' : 'guest-initiated unplug');
 }
 
-async function reattachTaps(ctx: HotplugContext): Promise<void> {
+/** Sysfs reads for every tap; one `tc` exec only where a rate limit is kept. */
+async function repairPorts(ctx: HotplugContext): Promise<void> {
   const { host } = ctx;
-  for (const nic of ctx.record.read()?.nics ?? []) {
-    if (nic.state !== 'active' || !host.linkExists(nic.tap)) continue;
-    const master = host.masterOf(nic.tap);
-    if ((nic.bridge && master !== nic.bridge) || !host.linkIsUp(nic.tap)) {
-      if (nic.bridge && !host.linkExists(nic.bridge)) {
-        ctx.publish('NIC_BRIDGE_MISSING', { device: nic.id, tap: nic.tap, bridge: nic.bridge });
-        continue;
-      }
-      await host.ip(attachArgs(nic.tap, nic.bridge));
-      ctx.publish('NIC_REATTACHED', { device: nic.id, tap: nic.tap, bridge: nic.bridge ?? null, was: master ?? null });
+  const nics = (ctx.record.read()?.nics ?? []).filter((n) => n.state === 'active' && host.linkExists(n.tap));
+  const qdiscs = nics.some((n) => n.rate) ? await host.qdiscs() : undefined;
+  for (const nic of nics) {
+    const link = host.readLink(nic.tap);
+    const drift = portDrift(nic, link, qdiscs);
+    if (!drift.link.length && !drift.shaping.length) continue;
+    if (nic.bridge && !host.linkExists(nic.bridge)) {
+      ctx.publish('NIC_BRIDGE_MISSING', { device: nic.id, tap: nic.tap, bridge: nic.bridge });
+      continue;
     }
+    if (drift.shaping.length) await resetShaping(host, nic);
+    if (drift.link.length) await host.ip(attachLine(nic));
+    ctx.publish('NIC_REATTACHED', {
+      ...{ device: nic.id, tap: nic.tap, bridge: nic.bridge ?? null, was: link?.master ?? null },
+      fixed: [...drift.link, ...drift.shaping],
+    });
   }
 }

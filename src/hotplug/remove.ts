@@ -12,6 +12,7 @@ import type { AddPlan } from './add.js';
 import type { HotplugContext } from './context.js';
 import { type RollbackReport, UnplugPendingError } from './errors.js';
 import { liveNics } from './inspect.js';
+import { removeIfb } from './port.js';
 
 export interface RemoveResult {
   id: string;
@@ -85,12 +86,13 @@ async function unplugDevice(ctx: HotplugContext, id: string, timeoutMs: number):
 /** After the device is gone: netdev_del (closes the tap), forget the NIC, publish NIC_REMOVED. */
 export async function finishRemoval(
   ctx: HotplugContext,
-  nic: { id: string; netdev: string; tap?: string; mac?: string },
+  nic: { id: string; netdev: string; tap?: string; mac?: string; ifb?: string },
   reason = 'remove',
 ): Promise<void> {
   await ctx.qmp.execute('netdev_del', { id: nic.netdev }).catch((e: unknown) => {
     if (!(e instanceof QmpCommandError && e.errorClass === 'DeviceNotFound')) throw e;
   });
+  await removeIfb(ctx.host, nic); // the tap's qdiscs went with the tap; its ifb must go by hand
   ctx.record.forgetNic(nic.id);
   ctx.publish('NIC_REMOVED', {
     device: nic.id,
@@ -129,6 +131,11 @@ export async function rollbackNic(ctx: HotplugContext, plan: AddPlan, deviceExis
   }
   if (ctx.host.linkExists(plan.tap)) report.pending.push(`tap ${plan.tap} still exists`);
   else report.undone.push(`tap ${plan.tap} gone`);
+  try {
+    if (await removeIfb(ctx.host, plan)) report.undone.push(`ifb ${plan.ifb} deleted`);
+  } catch (e) {
+    report.pending.push(`ifb ${plan.ifb} (${(e as Error).message})`);
+  }
   if (report.devicePlugged) ctx.record.saveNic(nicRecord(plan, 'unplug-pending'));
   return report;
 }

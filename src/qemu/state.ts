@@ -28,6 +28,15 @@ export interface NicSpec {
   vectors: number;
   vhost: boolean;
   bus: string;
+  /** The tap's own MAC: fe and the guest MAC's last five bytes, so no bridge ever takes it. */
+  tapMac?: string;
+  /** The tap's MTU as set: its bridge's, or --mtu without a bridge (absent: left as QEMU made it). */
+  mtu?: number;
+  /** The MTU told to the guest (virtio-net host_mtu), from --mtu. */
+  guestMtu?: number;
+  /** Rate limit in Mbit/s, both directions, and the ifb device that shapes the guest's transmit side. */
+  rate?: number;
+  ifb?: string;
 }
 
 export interface NicRecord extends NicSpec {
@@ -39,7 +48,10 @@ export interface NicRecord extends NicSpec {
 
 /** The one builder of a NIC's record, from what was planned for it. */
 export function nicRecord(nic: NicSpec & { bridge: string | null }, state: NicRecord['state']): NicRecord {
-  const { id, netdev, tap, mac, queues, vectors, vhost, bus, bridge } = nic;
+  const { id, netdev, tap, mac, queues, vectors, vhost, bus, bridge, tapMac, mtu, guestMtu, rate, ifb } = nic;
+  const optional = Object.entries({ bridge, tapMac, mtu, guestMtu, rate, ifb }).filter(
+    ([, v]) => v !== undefined && v !== null,
+  );
   return {
     id,
     netdev,
@@ -49,7 +61,7 @@ export function nicRecord(nic: NicSpec & { bridge: string | null }, state: NicRe
     vectors,
     vhost,
     bus,
-    ...(bridge ? { bridge } : {}),
+    ...Object.fromEntries(optional),
     state,
     addedAt: new Date().toISOString(),
   };

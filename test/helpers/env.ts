@@ -9,7 +9,7 @@ import path from 'node:path';
 import { type ResultPromise, execa, execaSync } from 'execa';
 import { fileURLToPath } from 'node:url';
 import type { Controller } from '../../src/hotplug/controller.js';
-import { type AddPlan, executeAdd } from '../../src/hotplug/add.js';
+import { type AddPlan, type AddRequest, executeAdd } from '../../src/hotplug/add.js';
 
 /** mqt + up to 5 digits of our pid: leaves 7 characters for a suffix. */
 export const PREFIX = `mqt${process.pid % 100000}`;
@@ -17,6 +17,7 @@ export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const CLI = path.join(ROOT, 'bin', 'mq-hotplug.js');
 
 const links = new Set<string>();
+const namespaces = new Set<string>();
 const dirs = new Set<string>();
 const pids = new Set<number>();
 let counter = 0;
@@ -56,6 +57,64 @@ export function linkExists(name: string): boolean {
   return fs.existsSync(`/sys/class/net/${name}`);
 }
 
+/** Every network namespace whose name starts with this run's prefix. */
+function ourNamespaces(): string[] {
+  try {
+    return fs.readdirSync('/run/netns').filter((n) => n.startsWith(PREFIX));
+  } catch {
+    return [];
+  }
+}
+
+export interface Lan {
+  bridge: string;
+  /** the bridge's port towards the LAN (a veth), with the MAC and MTU the test gave it */
+  uplink: string;
+  /** the LAN's host: a network namespace holding the veth's peer */
+  ns: string;
+  peer: string;
+}
+
+/**
+ * A bridge whose uplink is a veth into a network namespace (the "LAN" and its one host), all made
+ * here and deleted by cleanupAll. The uplink gets `mac` and `mtu` before it joins, so the bridge
+ * (whose own MTU and MAC are never set by hand) takes them from it, as a host's bridge does.
+ */
+export async function makeLan({ mac, mtu = 1500 }: { mac: string; mtu?: number }): Promise<Lan> {
+  const bridge = await makeBridge();
+  const uplink = trackLink(uniqueName('u'));
+  const peer = uniqueName('p');
+  const ns = uniqueName('n');
+  namespaces.add(ns);
+  await execa('ip', ['netns', 'add', ns]);
+  await execa('ip', ['link', 'add', 'name', uplink, 'type', 'veth', 'peer', 'name', peer, 'netns', ns]);
+  await execa('ip', ['-n', ns, 'link', 'set', 'dev', peer, 'mtu', String(mtu), 'up']);
+  await execa('ip', ['-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
+  await execa('ip', ['link', 'set', 'dev', uplink, 'address', mac, 'mtu', String(mtu), 'master', bridge, 'up']);
+  return { bridge, uplink, ns, peer };
+}
+
+/** The IPv6 link-local address of a link (in a namespace), once the kernel has given it one. */
+export async function linkLocal(dev: string, ns?: string): Promise<string> {
+  return until(
+    () => {
+      const { stdout } = execaSync('ip', [...(ns ? ['-n', ns] : []), '-j', 'addr', 'show', 'dev', dev]);
+      const info = (
+        JSON.parse(stdout) as { addr_info: { family: string; local: string; scope: string; tentative?: boolean }[] }[]
+      )[0];
+      return info?.addr_info.find((a) => a.family === 'inet6' && a.scope === 'link' && !a.tentative)?.local;
+    },
+    `link-local address on ${dev}`,
+    10_000,
+  );
+}
+
+/** A link's MAC and MTU from sysfs. */
+export function linkState(name: string): { address: string; mtu: number } {
+  const read = (f: string) => fs.readFileSync(`/sys/class/net/${name}/${f}`, 'utf8').trim();
+  return { address: read('address'), mtu: Number(read('mtu')) };
+}
+
 /** Every link on the host whose name starts with this run's prefix. */
 export function ourLinks(): string[] {
   return fs.readdirSync('/sys/class/net').filter((n) => n.startsWith(PREFIX));
@@ -87,6 +146,12 @@ export function cleanupAll(): void {
     } catch {}
   }
   links.clear();
+  for (const ns of new Set([...namespaces, ...ourNamespaces()])) {
+    try {
+      execaSync('ip', ['netns', 'del', ns]);
+    } catch {}
+  }
+  namespaces.clear();
   for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
   dirs.clear();
 }
@@ -156,8 +221,9 @@ export async function addOntoVanishingBridge(
   vm: Controller,
   bridge: string,
   queues = 4,
+  more: Omit<AddRequest, 'queues' | 'bridge'> = {},
 ): Promise<{ plan: AddPlan; error: unknown }> {
-  const plan = await vm.planNic({ queues, bridge });
+  const plan = await vm.planNic({ queues, bridge, ...more });
   trackLink(plan.tap);
   await execa('ip', ['link', 'del', 'dev', bridge]);
   const error = await executeAdd(vm.context, plan).then(

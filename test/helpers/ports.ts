@@ -27,10 +27,12 @@ interface Device {
 }
 
 interface Link {
-  kind: 'bridge' | 'tap' | 'veth';
+  kind: 'bridge' | 'tap' | 'veth' | 'ifb';
   master?: string;
   up: boolean;
   queues?: number;
+  mtu?: number;
+  address?: string;
 }
 
 export interface WorldOptions {
@@ -56,9 +58,13 @@ export class World {
   readonly sent: { command: string; args?: Record<string, unknown> }[] = [];
   readonly published: ControllerEvent[] = [];
   readonly ipLines: string[][] = [];
+  readonly tcLines: string[][] = [];
+  /** qdiscs by device: kind and, for tbf, its rate in bytes/s */
+  readonly qdiscMap = new Map<string, { kind: string; root: boolean; rate?: number }[]>();
   readonly qemuEvents = new Subject<VmEvent>();
   private readonly failures = new Map<string, Error>();
   private ipFailure?: Error;
+  private tcFailure?: Error;
   connected = true;
   qemuGone = false;
   record: VmRecord | undefined;
@@ -78,6 +84,11 @@ export class World {
   /** The next `command` fails with this QMP error class (or any Error). */
   failNext(command: string, error: Error | string): void {
     this.failures.set(command, typeof error === 'string' ? new QmpCommandError(command, 'GenericError', error) : error);
+  }
+
+  /** The next tc batch fails with this message. */
+  failNextTc(message: string): void {
+    this.tcFailure = new Error(message);
   }
 
   /** The next ip command fails with this message. */
@@ -193,7 +204,13 @@ export class World {
         if (this.netdevs.has(id)) throw new QmpCommandError(command, 'GenericError', `Duplicate ID '${id}' for netdev`);
         const tap = String(a.ifname);
         this.netdevs.set(id, { tap, queues: Number(a.queues) });
-        this.links.set(tap, { kind: 'tap', up: false, queues: Number(a.queues) });
+        this.links.set(tap, {
+          kind: 'tap',
+          up: false,
+          queues: Number(a.queues),
+          mtu: 1500,
+          address: '02:00:00:00:00:01',
+        });
         return {};
       }
       case 'device_add': {
@@ -231,6 +248,7 @@ export class World {
         if (!n) throw new QmpCommandError(command, 'DeviceNotFound', `Device '${id}' not found`);
         this.netdevs.delete(id);
         this.links.delete(n.tap);
+        this.qdiscMap.delete(n.tap);
         return {};
       }
       default:
@@ -264,49 +282,89 @@ export class World {
     const links = this.links;
     const info = (name: string): LinkInfo | undefined => {
       const l = links.get(name);
-      return (
-        l && {
-          ifname: name,
-          master: l.master,
-          up: l.up,
-          multiQueue: (l.queues ?? 1) > 1,
-          numQueues: l.queues,
-          numDisabled: 0,
-          kind: l.kind === 'tap' ? 'tun' : l.kind,
-        }
-      );
+      if (!l) return undefined;
+      const kind = l.kind === 'tap' ? 'tun' : l.kind;
+      return {
+        ifname: name,
+        master: l.master,
+        up: l.up,
+        mtu: l.mtu ?? 1500,
+        address: l.address,
+        multiQueue: (l.queues ?? 1) > 1,
+        numQueues: l.queues,
+        numDisabled: 0,
+        kind,
+      };
+    };
+    const fail = () => {
+      const e = this.ipFailure;
+      this.ipFailure = undefined;
+      if (e) throw e;
     };
     return {
       findIp: () => (this.options.ipInstalled === false ? undefined : '/sbin/ip'),
+      findTc: () => (this.options.ipInstalled === false ? undefined : '/sbin/tc'),
       linkExists: (name) => links.has(name),
+      linkMtu: (name) => (links.has(name) ? (links.get(name)!.mtu ?? 1500) : undefined),
       isBridge: (name) => links.get(name)?.kind === 'bridge',
       vhostNetUsable: () => this.options.vhostNet ?? false,
-      masterOf: (name) => links.get(name)?.master,
-      linkIsUp: (name) => links.get(name)?.up ?? false,
+      readLink: (name) => info(name),
       showLinks: async () => new Map([...links.keys()].map((n) => [n, info(n)!])),
       showLink: async (name) => info(name),
       ip: async (argv) => {
         this.ipLines.push(argv);
         await Promise.resolve();
-        if (this.ipFailure) {
-          const e = this.ipFailure;
-          this.ipFailure = undefined;
-          throw e;
+        fail();
+        // what the layer sends: link set dev TAP [address A] [mtu N] [master BR] up; link add/del of an ifb
+        if (argv[1] === 'add') return void links.set(argv[3]!, { kind: 'ifb', up: false });
+        if (argv[1] === 'del') {
+          if (!links.delete(argv[3]!)) throw new Error(`Cannot find device "${argv[3]}"`);
+          this.qdiscMap.delete(argv[3]!);
+          return;
         }
-        // only what the layer sends: link set dev TAP [master BR] up
         const [, , , dev, ...rest] = argv;
         const link = links.get(dev!);
         if (!link) throw new Error(`Cannot find device "${dev}"`);
-        const master = rest.indexOf('master');
-        if (master >= 0) {
-          const bridge = rest[master + 1]!;
-          if (links.get(bridge)?.kind !== 'bridge') throw new Error(`Device does not exist: ${bridge}`);
-          link.master = bridge;
-        }
+        const arg = (key: string) => (rest.includes(key) ? rest[rest.indexOf(key) + 1] : undefined);
+        const bridge = arg('master');
+        if (bridge && links.get(bridge)?.kind !== 'bridge') throw new Error(`Device does not exist: ${bridge}`);
+        if (arg('address')) link.address = arg('address');
+        if (arg('mtu')) link.mtu = Number(arg('mtu'));
+        if (bridge) link.master = bridge;
         if (rest.includes('up')) link.up = true;
       },
+      tc: async (lines, options) => {
+        const failure = this.tcFailure;
+        this.tcFailure = undefined;
+        if (failure) throw failure;
+        for (const line of lines) {
+          this.tcLines.push(line);
+          const [what, op, , dev] = line;
+          if (!links.has(dev!)) {
+            if (options?.force) continue;
+            throw new Error(`Cannot find device "${dev}"`);
+          }
+          const list = this.qdiscMap.get(dev!) ?? [];
+          if (what === 'qdisc' && op === 'add') {
+            const kind = line.includes('ingress') ? 'ingress' : line[5]!;
+            const rate = line.includes('rate')
+              ? Number.parseInt(line[line.indexOf('rate') + 1]!, 10) * 125_000
+              : undefined;
+            list.push({ kind, root: line.includes('root'), rate });
+          }
+          if (what === 'qdisc' && op === 'del')
+            list.splice(
+              0,
+              list.length,
+              ...list.filter((q) => (line.includes('root') ? !q.root : q.kind !== 'ingress')),
+            );
+          this.qdiscMap.set(dev!, list);
+        }
+      },
+      qdiscs: async () => new Map([...this.qdiscMap].map(([dev, qs]) => [dev, qs.map((q) => ({ ...q, dev }))])),
       warmUp: () => {},
       ipArgv: (argv) => ['ip', ...argv],
+      tcArgv: (argv) => ['tc', ...argv],
     };
   }
 

@@ -322,7 +322,10 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
         },
       },
     ]);
-    expect(plan.ipArgv).to.deep.equal(['ip', 'link', 'set', 'dev', plan.tap, 'master', bridge, 'up']);
+    expect(plan.ipArgv).to.deep.equal([
+      ...['ip', 'link', 'set', 'dev', plan.tap, 'address', 'fe:54:00:00:00:42', 'mtu', '1500'],
+      ...['master', bridge, 'up'],
+    ]);
     expect(linkExists(plan.tap)).to.equal(false);
     const vm = await Controller.open({ name: 'vm1', store });
     expect(await peripheralNics(vm)).to.deep.equal([]);

@@ -68,7 +68,10 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
           },
         },
       ]);
-      expect(plan.ipArgv).to.deep.equal(['ip', 'link', 'set', 'dev', 'vm-nic0', 'master', 'br0', 'up']);
+      expect(plan.ipArgv).to.deep.equal([
+        ...['ip', 'link', 'set', 'dev', 'vm-nic0', 'address', `fe${plan.mac.slice(2)}`, 'mtu', '1500'],
+        ...['master', 'br0', 'up'],
+      ]);
       expect(plan.mac).to.match(/^52:54:00(:[0-9a-f]{2}){3}$/);
       expect(plan.notes).to.deep.equal(['vhost off: /dev/vhost-net is not available on this host']);
       expect(world.changes()).to.deep.equal([]);
@@ -147,7 +150,9 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
         args: { path: '/machine/peripheral/nic0', property: 'netdev' },
       });
       expect(world.published.map((e) => e.event)).to.deep.equal(['DEVICE_ADDED', 'NIC_BRIDGED']);
-      expect(world.ipLines).to.deep.equal([['link', 'set', 'dev', 'vm-nic0', 'master', 'br0', 'up']]);
+      expect(world.ipLines).to.deep.equal([
+        ['link', 'set', 'dev', 'vm-nic0', 'address', `fe${r.mac.slice(2)}`, 'mtu', '1500', 'master', 'br0', 'up'],
+      ]);
       expect(world.links.get('vm-nic0')).to.deep.include({ master: 'br0', up: true, queues: 4 });
       expect(world.record!.nics).to.have.length(1);
       expect(world.record!.nics[0]).to.deep.include({
@@ -349,6 +354,7 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
         tap: 'vm-nic0',
         bridge: 'br0',
         was: null,
+        fixed: ['tap not on bridge br0'],
       });
       // the guest ejects nic1: QEMU sends DEVICE_DELETED that no remove asked for
       world.devices.delete('nic1');
@@ -365,6 +371,156 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       reconciling.unsubscribe();
       stop();
     });
+  });
+});
+
+describe('ports: the tap as a good citizen of its bridge (in-memory ports)', () => {
+  it('the tap gets fe + the guest MAC and the bridge MTU, in the one ip line, before it joins', async () => {
+    const { world, ctx, stop } = setup();
+    world.links.get('br0')!.mtu = 9000;
+    const r = await addNic(ctx, { queues: 2, bridge: 'br0', mac: '52:54:00:12:34:56' });
+    expect(r).to.deep.include({ tapMac: 'fe:54:00:12:34:56', mtu: 9000 });
+    expect(r).to.not.have.property('guestMtu');
+    expect(world.ipLines).to.deep.equal([
+      ['link', 'set', 'dev', 'vm-nic0', 'address', 'fe:54:00:12:34:56', 'mtu', '9000', 'master', 'br0', 'up'],
+    ]);
+    expect(world.sent.find((c) => c.command === 'device_add')!.args).to.not.have.property('host_mtu');
+    expect(world.record!.nics[0]).to.deep.include({ tapMac: 'fe:54:00:12:34:56', mtu: 9000 });
+    stop();
+  });
+
+  it('--mtu tells the guest (host_mtu); the tap keeps the bridge MTU; without a bridge the tap takes --mtu', async () => {
+    const { world, ctx, stop } = setup();
+    world.links.get('br0')!.mtu = 9000;
+    const a = await planNic(ctx, { queues: 1, bridge: 'br0', mtu: 1400 });
+    expect(a).to.deep.include({ mtu: 9000, guestMtu: 1400 });
+    expect(a.commands[1].arguments).to.include({ host_mtu: 1400 });
+    const b = await planNic(ctx, { queues: 1, bridge: null, mtu: '4000' });
+    expect(b).to.deep.include({ mtu: 4000, guestMtu: 4000, bridge: null });
+    expect(b.ipArgv).to.deep.equal(['ip', 'link', 'set', 'dev', 'vm-nic0', 'address', b.tapMac, 'mtu', '4000', 'up']);
+    const c = await planNic(ctx, { queues: 1, bridge: null });
+    expect(c).to.not.have.property('mtu');
+    expect(c.ipArgv).to.deep.equal(['ip', 'link', 'set', 'dev', 'vm-nic0', 'address', c.tapMac, 'up']);
+    stop();
+  });
+
+  it("refuses bad MTUs and rates, an MTU above the bridge's, and fe: MACs, before anything changes", async () => {
+    const cases: [Parameters<typeof planNic>[1], RegExp][] = [
+      [{ queues: 1, mtu: 67 }, /^invalid MTU '67': use an integer from 68 to 65535$/],
+      [{ queues: 1, mtu: 70000 }, /^invalid MTU '70000'/],
+      [{ queues: 1, mtu: 'abc' }, /^invalid MTU 'abc'/],
+      [{ queues: 1, bridge: 'br0', mtu: 1501 }, /^invalid MTU '1501': bridge 'br0' has MTU 1500; use at most 1500/],
+      [{ queues: 1, rate: 0 }, /^invalid rate '0': use an integer from 1 to 100000 \(Mbit\/s\)$/],
+      [{ queues: 1, rate: '-1' }, /^invalid rate '-1'/],
+      [{ queues: 1, rate: 'abc' }, /^invalid rate 'abc'/],
+      [
+        { queues: 1, mac: 'FE:54:00:12:34:56' },
+        /^invalid MAC 'FE:54:00:12:34:56': MACs starting with fe are kept for taps/,
+      ],
+    ];
+    for (const [request, message] of cases) {
+      const { world, ctx, stop } = setup();
+      const err = await planNic(ctx, request).catch((e: unknown) => e);
+      expect(err, JSON.stringify(request)).to.be.instanceOf(UsageError);
+      expect((err as Error).message, JSON.stringify(request)).to.match(message);
+      expect(world.changes()).to.deep.equal([]);
+      stop();
+    }
+  });
+
+  it('--rate: an ifb, tbf on the tap and the ifb, the ingress redirect; shaping before the ip line', async () => {
+    const { world, ctx, stop } = setup();
+    const plan = await planNic(ctx, { queues: 2, bridge: 'br0', rate: 100 });
+    const ifb = plan.ifb!;
+    expect(ifb).to.match(/^mqi[0-9a-f]{6}$/);
+    expect(plan.hostCommands.map((c) => c.slice(0, 4).join(' '))).to.deep.equal([
+      `ip link add name`,
+      `ip link set dev`,
+      'tc qdisc add dev',
+      'tc qdisc add dev',
+      'tc filter add dev',
+      'tc qdisc add dev',
+      'ip link set dev',
+    ]);
+    await executeAdd(ctx, plan);
+    expect(world.links.get(ifb)).to.deep.include({ kind: 'ifb', up: true });
+    expect(world.qdiscMap.get('vm-nic0')).to.deep.equal([
+      { kind: 'tbf', root: true, rate: 12_500_000 },
+      { kind: 'ingress', root: false, rate: undefined },
+    ]);
+    expect(world.qdiscMap.get(ifb)).to.deep.equal([{ kind: 'tbf', root: true, rate: 12_500_000 }]);
+    expect(world.tcLines[2]).to.deep.equal([
+      'filter',
+      'add',
+      'dev',
+      'vm-nic0',
+      'parent',
+      'ffff:',
+      'protocol',
+      'all',
+      'u32',
+      'match',
+      'u32',
+      '0',
+      '0',
+      'action',
+      'mirred',
+      'egress',
+      'redirect',
+      'dev',
+      ifb,
+    ]);
+    expect(world.ipLines.at(-1)!.slice(0, 4)).to.deep.equal(['link', 'set', 'dev', 'vm-nic0']);
+    expect(world.record!.nics[0]).to.deep.include({ rate: 100, ifb });
+    stop();
+  });
+
+  it('a failed tc rolls back: no device, netdev, tap or ifb left', async () => {
+    const { world, ctx, stop } = setup({ guest: true });
+    world.failNextTc('RTNETLINK answers: No such file or directory');
+    const err = (await addNic(ctx, { queues: 2, bridge: 'br0', rate: 10 }).catch((e: unknown) => e)) as HotplugError;
+    expect(err).to.be.instanceOf(HotplugError);
+    expect(err.undone.at(-1)).to.match(/^ifb mqi[0-9a-f]{6} deleted$/);
+    expect([...world.links.keys()]).to.deep.equal(['br0']);
+    expect(world.devices.size + world.netdevs.size).to.equal(0);
+    stop();
+  });
+
+  it('remove deletes the ifb too', async () => {
+    const { world, ctx, stop } = setup({ guest: true });
+    const nic = await addNic(ctx, { queues: 2, bridge: 'br0', rate: 10 });
+    expect(world.links.has(nic.ifb!)).to.equal(true);
+    await removeNic(ctx, nic.id);
+    expect([...world.links.keys()]).to.deep.equal(['br0']);
+    stop();
+  });
+
+  it('nics reports MAC, MTU and qdisc drift; reconcile restores each and says what it fixed', async () => {
+    const { world, ctx, stop } = setup();
+    const nic = await addNic(ctx, { queues: 2, bridge: 'br0', rate: 10, mac: '52:54:00:00:00:09' });
+    expect((await listNics(ctx))[0]).to.deep.include({ tapMac: 'fe:54:00:00:00:09', mtu: 1500, rate: 10, drift: [] });
+    const tap = world.links.get(nic.tap)!;
+    tap.address = '02:11:22:33:44:55';
+    tap.mtu = 1400;
+    world.qdiscMap.set(
+      nic.tap,
+      world.qdiscMap.get(nic.tap)!.filter((q) => q.kind !== 'tbf'),
+    );
+    world.links.delete(nic.ifb!); // its qdiscs go with it
+    world.qdiscMap.delete(nic.ifb!);
+    expect((await listNics(ctx))[0]!.drift).to.deep.equal([
+      'tap MAC 02:11:22:33:44:55, expected fe:54:00:00:00:09',
+      'tap MTU 1400, expected 1500',
+      "no 10 Mbit/s limit on the tap's egress (guest receive)",
+      `ifb ${nic.ifb} missing`,
+    ]);
+    const reconciling = startReconcile(ctx, ctx.events$, 20);
+    await new Promise((r) => setTimeout(r, 100));
+    reconciling.unsubscribe();
+    expect((await listNics(ctx))[0]!.drift).to.deep.equal([]);
+    const fixed = world.published.find((e) => e.event === 'NIC_REATTACHED')!.data as { fixed: string[] };
+    expect(fixed.fixed).to.have.length(4);
+    stop();
   });
 });
 
