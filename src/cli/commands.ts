@@ -4,8 +4,12 @@ import { UsageError } from '../errors.js';
 import { checkInt, checkVmName } from '../host/validate.js';
 import { isBridge, ip, vhostNetUsable } from '../host/ip.js';
 import { checkKvm, resolveAccel } from '../qemu/accel.js';
-import { qemuVersion, startVm, stopVm, vmState } from '../qemu/launcher.js';
-import { StateStore, type VmRecord } from '../qemu/state.js';
+import { qemuVersion, stopVm, vmState } from '../qemu/launcher.js';
+import { DEFINITION_VERSION, DefinitionStore, type StartRequest } from '../qemu/definition.js';
+import { StateStore, type VmRecord, qemuAlive } from '../qemu/state.js';
+import { LinuxHost } from '../hotplug/adapters.js';
+import { type ApplyResult, applyDefinition, applyLive, parseApplySpec } from '../hotplug/apply.js';
+import { startDefined } from '../hotplug/boot.js';
 import { Controller } from '../hotplug/controller.js';
 import type { AddRequest } from '../hotplug/add.js';
 import { QmpCommandError } from '../qmp/errors.js';
@@ -13,6 +17,7 @@ import { note, printJson, table } from './output.js';
 
 export interface GlobalOptions {
   stateDir: string;
+  configDir: string;
   qmp?: string;
   eventsQmp?: string;
 }
@@ -26,8 +31,14 @@ function storeOf(g: GlobalOptions): StateStore {
   return (store ??= new StateStore(g.stateDir));
 }
 
+function definitionsOf(g: GlobalOptions): DefinitionStore {
+  return new DefinitionStore(g.configDir);
+}
+
 export async function openController(vm: string, g: GlobalOptions, startIp = false): Promise<Controller> {
-  return Controller.open(g.qmp ? { qmp: g.qmp, name: vm, startIp } : { name: vm, store: storeOf(g), startIp });
+  return Controller.open(
+    g.qmp ? { qmp: g.qmp, name: vm, startIp } : { name: vm, store: storeOf(g), definitions: definitionsOf(g), startIp },
+  );
 }
 
 /** Lock first, then connect: the control monitor serves one client, and the lock queues them. */
@@ -51,27 +62,15 @@ async function withController<T>(
   return store.withLock(vm, run);
 }
 
-export async function start(
-  vm: string,
-  o: Record<string, string | string[] | boolean | undefined>,
-  g: GlobalOptions,
-): Promise<void> {
-  checkVmName(vm);
-  const memory = String(o.memory);
-  if (!MEMORY.test(memory)) throw new UsageError(`invalid memory '${memory}': use a size like 512M or 2G`);
-  for (const [what, path] of [
-    ['kernel', o.kernel],
-    ['initrd', o.initrd],
-    ...(o.disk as string[]).map((d) => ['disk', d]),
-  ] as [string, string | undefined][]) {
-    if (path !== undefined && !fs.existsSync(path)) throw new UsageError(`${what} '${path}' does not exist`);
-  }
-  if (o.bridge !== undefined && !isBridge(String(o.bridge)))
-    throw new UsageError(`bridge '${String(o.bridge)}' does not exist or is not a bridge`);
-  const record = await startVm(storeOf(g), {
+/** Where a start option lands in a VM's spec, where the names differ. */
+const SPEC_KEY: Record<string, string> = { disk: 'disks', qemuArg: 'qemuArgs' };
+
+/** The spec the options ask for (defaults included), checked. */
+function specOf(vm: string, o: Record<string, string | string[] | boolean | undefined>): StartRequest {
+  return {
     name: vm,
     cpus: checkInt(String(o.cpus), 'CPU count', 1, 1024),
-    memory,
+    memory: String(o.memory),
     machine: o.machine as 'pc' | 'q35',
     accel: o.accel as 'auto' | 'kvm' | 'tcg',
     disks: o.disk as string[],
@@ -83,13 +82,151 @@ export async function start(
     qemu: String(o.qemu),
     qemuArgs: o.qemuArg as string[],
     bridge: o.bridge as string | undefined,
+  };
+}
+
+function checkSpec(spec: StartRequest): void {
+  if (!MEMORY.test(spec.memory)) throw new UsageError(`invalid memory '${spec.memory}': use a size like 512M or 2G`);
+  for (const [what, path] of [
+    ['kernel', spec.kernel],
+    ['initrd', spec.initrd],
+    ...spec.disks.map((d) => ['disk', d]),
+  ] as [string, string | undefined][]) {
+    if (path !== undefined && !fs.existsSync(path)) throw new UsageError(`${what} '${path}' does not exist`);
+  }
+  if (spec.bridge !== undefined && !isBridge(spec.bridge))
+    throw new UsageError(`bridge '${spec.bridge}' does not exist or is not a bridge`);
+}
+
+/**
+ * `start <vm> [options]`. A VM with a definition starts from it (the options given change its
+ * saved spec, and it keeps its NICs); a new VM is defined from the options, so that it lasts.
+ */
+export async function start(
+  vm: string,
+  o: Record<string, string | string[] | boolean | undefined>,
+  g: GlobalOptions,
+  given: Set<string>,
+): Promise<void> {
+  checkVmName(vm);
+  const store = storeOf(g);
+  const definitions = definitionsOf(g);
+  const saved = definitions.read(vm);
+  const requested = specOf(vm, o);
+  const spec: StartRequest = saved
+    ? {
+        ...saved.spec,
+        ...Object.fromEntries(
+          [...given].map((opt) => [SPEC_KEY[opt] ?? opt, requested[(SPEC_KEY[opt] ?? opt) as keyof StartRequest]]),
+        ),
+      }
+    : requested;
+  checkSpec(spec);
+  const running = store.list().includes(vm) ? safeRecord(store, vm) : undefined;
+  if (running && qemuAlive(running)) {
+    throw new UsageError(`VM '${vm}' is already running (pid ${running.pid}); stop it first or pick another name`);
+  }
+  const { record, nics } = await startDefined(store, definitions, {
+    version: DEFINITION_VERSION,
+    name: vm,
+    spec,
+    nics: saved?.nics ?? [],
   });
-  if (o.json) return printJson(record);
+  // saved after the start worked: a start that failed changes nothing
+  if (saved) definitions.update(vm, (d) => (d.spec = spec));
+  else definitions.write({ version: DEFINITION_VERSION, name: vm, spec, nics: [] });
+  if (o.json) return printJson({ ...record, nics: store.read(vm)?.nics ?? record.nics });
   const s = record.spec;
   process.stdout.write(
     `started ${vm}: pid ${record.pid}, ${s.machine}, ${s.cpus} vCPUs, ${s.memory}, ${s.accel}` +
-      `${o.accel === 'auto' ? ` (${record.accelReason})` : ''}; QMP ready at ${record.qmp}\n`,
+      `${spec.accel === 'auto' ? ` (${record.accelReason})` : ''}; QMP ready at ${record.qmp}\n`,
   );
+  if (nics.length) {
+    process.stdout.write(
+      `saved NICs back: ${nics.map((n) => `${n.id} (${n.mac}, tap ${n.tap}, ${n.bus} ${n.addr})`).join(', ')}\n`,
+    );
+  }
+}
+
+/** `undefine <vm>`: forgets a VM's definition; a running VM must be stopped first. */
+export async function undefine(vm: string, o: { json?: boolean }, g: GlobalOptions): Promise<void> {
+  checkVmName(vm);
+  const store = storeOf(g);
+  const definitions = definitionsOf(g);
+  await store.withLock(vm, async () => {
+    const record = safeRecord(store, vm);
+    if (record && qemuAlive(record))
+      throw new UsageError(`VM '${vm}' is running; stop it first ('mq-hotplug stop ${vm}'), then undefine it`);
+    if (!definitions.remove(vm))
+      throw new UsageError(`VM '${vm}' has no definition in ${definitions.root} (see 'mq-hotplug vms')`);
+  });
+  if (o.json) return printJson({ name: vm, undefined: true });
+  process.stdout.write(`undefined ${vm}: ${definitions.file(vm)} removed\n`);
+}
+
+/** `apply <vm> -f FILE`: the VM's NICs become exactly the spec's (see hotplug/apply.ts). */
+export async function apply(
+  vm: string,
+  o: { file: string; dryRun?: boolean; json?: boolean; timeout: string },
+  g: GlobalOptions,
+): Promise<void> {
+  const removeTimeoutMs = seconds(o.timeout, 'timeout');
+  const source = o.file === '-' ? 'on stdin' : o.file;
+  let text: string;
+  try {
+    text = fs.readFileSync(o.file === '-' ? 0 : o.file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read spec ${source}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const wanted = parseApplySpec(text, source);
+  let result: ApplyResult;
+  if (g.qmp) {
+    result = await withController(vm, g, (c) => applyLive(c.context, wanted, { dryRun: o.dryRun, removeTimeoutMs }));
+  } else {
+    checkVmName(vm);
+    const store = storeOf(g);
+    const definitions = definitionsOf(g);
+    result = await store.withLock(vm, async () => {
+      const record = safeRecord(store, vm);
+      if (record && qemuAlive(record)) {
+        return withController(
+          vm,
+          g,
+          (c) => applyLive(c.context, wanted, { dryRun: o.dryRun, removeTimeoutMs }),
+          !o.dryRun,
+        );
+      }
+      const def = definitions.read(vm);
+      if (!def)
+        throw new UsageError(
+          `no VM named '${vm}': it is neither running nor defined in ${definitions.root} (see 'mq-hotplug vms')`,
+        );
+      const applied = applyDefinition(def, wanted, new LinuxHost(), { dryRun: o.dryRun });
+      if (!o.dryRun) definitions.write(applied.definition);
+      return applied.result;
+    });
+  }
+  if (o.json) return printJson(result);
+  const what = (verb: string, ids: string[]) => (ids.length ? [`${verb} ${ids.join(', ')}`] : []);
+  const lines = [
+    ...what('removed', result.removed),
+    ...what('replaced', result.replaced),
+    ...what('updated', result.updated),
+    ...what('added', result.added),
+  ];
+  const where = result.definitionOnly ? ` (${vm} is not running: its definition only)` : '';
+  const prefix = result.dryRun ? 'dry run, would have: ' : '';
+  process.stdout.write(
+    lines.length ? `${prefix}${lines.join('; ')}${where}\n` : `no change: ${vm} has exactly these NICs${where}\n`,
+  );
+}
+
+function safeRecord(store: StateStore, vm: string): VmRecord | undefined {
+  try {
+    return store.read(vm);
+  } catch {
+    return undefined;
+  }
 }
 
 export async function stop(vm: string, o: { timeout: string; json?: boolean }, g: GlobalOptions): Promise<void> {
@@ -105,7 +242,25 @@ export async function stop(vm: string, o: { timeout: string; json?: boolean }, g
 
 export async function vms(o: { json?: boolean }, g: GlobalOptions): Promise<void> {
   const store = storeOf(g);
-  const rows: (VmRecord & { state: string })[] = [];
+  const definitions = definitionsOf(g);
+  interface Row {
+    name: string;
+    pid: number | null;
+    state: string;
+    spec: Pick<VmRecord['spec'], 'machine' | 'cpus' | 'memory'> & { accel: string };
+    nics: number;
+    qmp: string | null;
+    defined: boolean;
+  }
+  const defined = new Set<string>();
+  for (const name of definitions.list()) {
+    try {
+      if (definitions.read(name)) defined.add(name);
+    } catch (e) {
+      note((e as Error).message);
+    }
+  }
+  const rows: Row[] = [];
   for (const name of store.list()) {
     let record: VmRecord | undefined;
     try {
@@ -114,8 +269,28 @@ export async function vms(o: { json?: boolean }, g: GlobalOptions): Promise<void
       note((e as Error).message);
       continue;
     }
-    if (record) rows.push({ ...record, state: await vmState(record) });
+    if (record) {
+      const state = await vmState(record);
+      rows.push({
+        name,
+        pid: record.pid,
+        state,
+        spec: record.spec,
+        nics: record.nics.length,
+        qmp: record.qmp,
+        defined: defined.has(name),
+      });
+    }
   }
+  for (const name of defined) {
+    if (rows.some((r) => r.name === name && r.state !== 'dead')) continue;
+    const def = definitions.read(name)!;
+    const at = rows.findIndex((r) => r.name === name);
+    const row = { name, pid: null, state: 'stopped', spec: def.spec, nics: def.nics.length, qmp: null, defined: true };
+    if (at >= 0) rows[at] = row;
+    else rows.push(row);
+  }
+  rows.sort((a, b) => a.name.localeCompare(b.name));
   if (o.json)
     return printJson(
       rows.map((r) => ({
@@ -126,13 +301,14 @@ export async function vms(o: { json?: boolean }, g: GlobalOptions): Promise<void
         cpus: r.spec.cpus,
         memory: r.spec.memory,
         accel: r.spec.accel,
-        nics: r.nics.length,
+        nics: r.nics,
         qmp: r.qmp,
+        defined: r.defined,
       })),
     );
   process.stdout.write(
     table(
-      ['NAME', 'PID', 'STATE', 'MACHINE', 'CPUS', 'MEMORY', 'ACCEL', 'NICS'],
+      ['NAME', 'PID', 'STATE', 'MACHINE', 'CPUS', 'MEMORY', 'ACCEL', 'NICS', 'DEFINED'],
       rows.map((r) => [
         r.name,
         r.pid,
@@ -141,7 +317,8 @@ export async function vms(o: { json?: boolean }, g: GlobalOptions): Promise<void
         r.spec.cpus,
         r.spec.memory,
         r.spec.accel,
-        r.nics.length,
+        r.nics,
+        r.defined ? 'yes' : 'no',
       ]),
     ),
   );
@@ -236,6 +413,7 @@ export async function add(
     mtu: o.mtu as string | undefined,
     rate: o.rate as string | undefined,
     waitGuestMs,
+    persist: o.transient !== true,
   };
   if (o.dryRun === true) {
     const { notes, ...plan } = await withController(vm, g, (c) => c.planNic(request));
@@ -271,11 +449,11 @@ export async function add(
 export async function remove(
   vm: string,
   nic: string,
-  o: { timeout: string; json?: boolean },
+  o: { timeout: string; json?: boolean; transient?: boolean },
   g: GlobalOptions,
 ): Promise<void> {
   const timeoutMs = seconds(o.timeout, 'timeout');
-  const r = await withController(vm, g, (c) => c.removeNic(nic, timeoutMs));
+  const r = await withController(vm, g, (c) => c.removeNic(nic, timeoutMs, { persist: o.transient !== true }));
   if (o.json) return printJson({ ...r, unplugMs: Math.round(r.unplugMs) });
   process.stdout.write(
     `removed ${r.id} from ${vm} (DEVICE_DELETED after ${Math.round(r.unplugMs)} ms; netdev ${r.netdev} and tap ${r.tap ?? '?'} gone)\n`,

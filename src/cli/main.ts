@@ -11,6 +11,13 @@ const VERSION = '0.1.0';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
+/** The options the user gave on the command line (not defaults): what `start` changes in a saved spec. */
+function givenOptions(cmd: Command): Set<string> {
+  return new Set(
+    cmd.options.map((o) => o.attributeName()).filter((k) => k !== 'json' && cmd.getOptionValueSource(k) === 'cli'),
+  );
+}
+
 export function buildProgram(): Command {
   const program = new Command('mq-hotplug')
     .description('Hot-plug multiqueue virtio-net NICs into running QEMU VMs over QMP')
@@ -19,6 +26,11 @@ export function buildProgram(): Command {
       '--state-dir <dir>',
       'state directory (env MQ_HOTPLUG_STATE_DIR)',
       process.env.MQ_HOTPLUG_STATE_DIR ?? '/run/mq-hotplug',
+    )
+    .option(
+      '--config-dir <dir>',
+      'where VM definitions are kept (env MQ_HOTPLUG_CONFIG_DIR)',
+      process.env.MQ_HOTPLUG_CONFIG_DIR ?? '/var/lib/mq-hotplug',
     )
     .option(
       '--qmp <path>',
@@ -34,7 +46,9 @@ export function buildProgram(): Command {
 
   program
     .command('start <vm>')
-    .description('start QEMU with no NIC, only QMP monitors; returns when QMP is ready')
+    .description(
+      'start a VM with only QMP monitors, and its saved NICs where it has a definition; a new VM is defined from the options',
+    )
     .option('--cpus <n>', 'vCPUs', '2')
     .option('--memory <size>', 'memory, e.g. 512M or 1G', '1G')
     .addOption(new Option('--machine <type>', 'machine type').choices(['pc', 'q35']).default('pc'))
@@ -57,11 +71,13 @@ export function buildProgram(): Command {
     .option('--qemu-arg <arg>', 'extra QEMU argument, passed as is (repeatable)', collect, [])
     .option('--bridge <bridge>', 'default bridge for add')
     .option('--json', 'print the VM record as JSON')
-    .action(async (vm, opts, cmd) => (await import('./commands.js')).start(vm, opts, cmd.optsWithGlobals()));
+    .action(async (vm, opts, cmd) =>
+      (await import('./commands.js')).start(vm, opts, cmd.optsWithGlobals(), givenOptions(cmd)),
+    );
 
   program
     .command('stop <vm>')
-    .description('quit the VM (SIGTERM/SIGKILL after the timeout) and remove its state')
+    .description('quit the VM (SIGTERM/SIGKILL after the timeout) and remove its runtime state; its definition stays')
     .option('--timeout <seconds>', 'how long to wait for QEMU to exit', '10')
     .option('--json', 'JSON output')
     .action(async (vm, opts, cmd) => (await import('./commands.js')).stop(vm, opts, cmd.optsWithGlobals()));
@@ -103,14 +119,31 @@ export function buildProgram(): Command {
     .option('--mtu <n>', "MTU told to the guest (68-65535, at most the bridge's); the tap always takes the bridge's")
     .option('--rate <mbit>', 'rate limit in Mbit/s, both directions (tc)')
     .option('--wait-guest [seconds]', 'wait until the guest driver has taken the NIC (default 30 s)')
+    .option('--transient', "do not keep the NIC in the VM's definition: it lasts only as long as the running VM")
     .option('--dry-run', 'print the QMP commands and host commands that would run, change nothing')
     .option('--json', 'JSON output')
     .action(async (vm, opts, cmd) => (await import('./commands.js')).add(vm, opts, cmd.optsWithGlobals()));
 
   program
+    .command('apply <vm>')
+    .description("make the VM's NICs exactly those of a JSON spec: add, remove, replace, change in place")
+    .requiredOption('-f, --file <file>', 'the spec: {"nics": [{"id": "net0", "queues": 8, ...}]} (- for stdin)')
+    .option('--timeout <seconds>', 'how long to wait for the guest to release each removed NIC', '10')
+    .option('--dry-run', 'print what would change, change nothing')
+    .option('--json', 'JSON output: {changed, added, removed, replaced, updated, unchanged}')
+    .action(async (vm, opts, cmd) => (await import('./commands.js')).apply(vm, opts, cmd.optsWithGlobals()));
+
+  program
+    .command('undefine <vm>')
+    .description("forget a stopped VM's definition (its saved spec and NICs)")
+    .option('--json', 'JSON output')
+    .action(async (vm, opts, cmd) => (await import('./commands.js')).undefine(vm, opts, cmd.optsWithGlobals()));
+
+  program
     .command('remove <vm> <nic>')
     .description('hot-unplug a NIC given by id, tap name or MAC')
     .option('--timeout <seconds>', 'how long to wait for the guest to release the device', '10')
+    .option('--transient', "leave the VM's definition as it is: the NIC comes back at the next start")
     .option('--json', 'JSON output')
     .action(async (vm, nic, opts, cmd) => (await import('./commands.js')).remove(vm, nic, opts, cmd.optsWithGlobals()));
 

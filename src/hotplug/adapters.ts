@@ -16,6 +16,7 @@ import {
   vhostNetUsable,
 } from '../host/ip.js';
 import { showQdiscs, tcBatch, tcBinary } from '../host/tc.js';
+import type { DefinitionStore, NicDefinition } from '../qemu/definition.js';
 import { type NicRecord, type StateStore, type VmRecord, qemuAlive } from '../qemu/state.js';
 import { pollUntil } from '../util/time.js';
 import type { HostPort, RecordPort } from './context.js';
@@ -27,7 +28,20 @@ export class StoredRecord implements RecordPort {
   constructor(
     private readonly store: StateStore,
     private readonly name: string,
+    private readonly definitions?: DefinitionStore,
   ) {}
+
+  defineNic(nic: NicDefinition): void {
+    this.definitions?.update(this.name, (d) => {
+      const at = d.nics.findIndex((n) => n.id === nic.id);
+      if (at < 0) d.nics.push(nic);
+      else d.nics[at] = nic;
+    });
+  }
+
+  undefineNic(id: string): void {
+    this.definitions?.update(this.name, (d) => (d.nics = d.nics.filter((n) => n.id !== id)));
+  }
 
   read(): VmRecord | undefined {
     return this.store.read(this.name);
@@ -75,6 +89,8 @@ export class UnrecordedVm implements RecordPort {
   }
   saveNic(): void {}
   forgetNic(): void {}
+  defineNic(): void {}
+  undefineNic(): void {}
   markNic(): void {}
   locked<T>(fn: () => Promise<T>): Promise<T> {
     return fn();

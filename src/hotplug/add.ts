@@ -13,12 +13,13 @@ import { decideVhost, type VhostMode } from '../host/ip.js';
 import { checkChoice, checkIfname, checkInt, checkMac, checkQemuId } from '../host/validate.js';
 import { UsageError } from '../errors.js';
 import { forDevice, nextEvent } from '../qmp/events.js';
+import type { NicDefinition } from '../qemu/definition.js';
 import { type NicSpec, nicRecord } from '../qemu/state.js';
-import type { HotplugContext } from './context.js';
+import type { HostPort, HotplugContext } from './context.js';
 import { HotplugError, NOTHING_UNDONE, type RollbackReport } from './errors.js';
 import { fromController } from './events.js';
 import { filter } from 'rxjs';
-import { type LiveVm, inspectVm, nicMacs } from './inspect.js';
+import { type LiveVm, type Slot, inspectVm, nicMacs } from './inspect.js';
 import { type Port, attachLine, portCommands, tapMacOf } from './port.js';
 import { rollbackNic } from './remove.js';
 
@@ -40,6 +41,12 @@ export interface AddRequest {
   rate?: number | string;
   /** Wait this long for the guest driver to take the NIC (NIC_RX_FILTER_CHANGED). */
   waitGuestMs?: number;
+  /** Where the NIC must go (a saved NIC coming back); default: the first free slot. */
+  slot?: Slot;
+  /** Plug into a VM whose CPUs have not started yet (started with -S, status prelaunch). */
+  beforeBoot?: boolean;
+  /** Keep the NIC in the VM's definition, where it has one (default true); false: only as long as the VM runs. */
+  persist?: boolean;
 }
 
 export interface QmpCommand {
@@ -51,6 +58,10 @@ export interface QmpCommand {
 export interface AddPlan extends NicSpec {
   bridge: string | null;
   tapMac: string;
+  addr: string;
+  /** vhost as asked (the definition keeps the choice, not what this host allowed) */
+  vhostMode: VhostMode;
+  persist: boolean;
   notes: string[];
   commands: [netdevAdd: QmpCommand, deviceAdd: QmpCommand];
   /** The ip line that readies and attaches the tap. */
@@ -78,15 +89,28 @@ export interface AddResult extends NicSpec {
   activeQueues?: number;
 }
 
-/** All checks and choices; throws UsageError (nothing sent, nothing changed) on bad input. */
-export async function planNic(ctx: HotplugContext, request: AddRequest, live?: LiveVm): Promise<AddPlan> {
-  const { host } = ctx;
-  const notes: string[] = [];
+/** A request's values, checked: what needs no VM to judge. */
+export interface CheckedRequest {
+  queues: number;
+  mac?: string;
+  vhostMode: VhostMode;
+  guestMtu?: number;
+  rate?: number;
+  /** null: no bridge */
+  bridge: string | null;
+}
+
+/**
+ * Every check of a request that needs only the host: values, names, the bridge, the tools. Shared
+ * by `add` and `apply` (which checks every NIC before it changes anything). `defaultBridge` is
+ * the VM's, taken when the request names none.
+ */
+export function checkRequest(host: HostPort, request: AddRequest, defaultBridge: string | null): CheckedRequest {
   const queues = checkInt(request.queues, 'queue count', 1, MAX_QUEUES);
   if (request.id !== undefined) checkQemuId(request.id, 'NIC id');
   if (request.ifname !== undefined) checkIfname(request.ifname, 'tap name');
-  const requestedMac = request.mac === undefined ? undefined : checkMac(request.mac);
-  if (requestedMac?.startsWith('fe')) {
+  const mac = request.mac === undefined ? undefined : checkMac(request.mac);
+  if (mac?.startsWith('fe')) {
     throw new UsageError(
       `invalid MAC '${request.mac}': MACs starting with fe are kept for taps (a tap gets fe and its guest's ` +
         `last five bytes, so no bridge takes its MAC); use another, like 52:54:00:12:34:56`,
@@ -100,8 +124,7 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
     throw new UsageError(`'${host.ipArgv([])[0]}' not found in PATH: the tap could not be bridged (install iproute2)`);
   if (rate !== undefined && !host.findTc())
     throw new UsageError(`'${host.tcArgv([])[0]}' not found in PATH: --rate needs it (install iproute2)`);
-  const record = ctx.record.read();
-  const bridge = request.bridge === undefined ? (record?.spec.bridge ?? null) : request.bridge || null;
+  const bridge = request.bridge === undefined ? defaultBridge : request.bridge || null;
   if (bridge !== null) {
     checkIfname(bridge, 'bridge name');
     if (!host.linkExists(bridge))
@@ -109,6 +132,17 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
     if (!host.isBridge(bridge))
       throw new UsageError(`'${bridge}' is not a bridge; give --bridge the name of a Linux bridge`);
   }
+  return { queues, mac, vhostMode, guestMtu, rate, bridge };
+}
+
+/** All checks and choices; throws UsageError (nothing sent, nothing changed) on bad input. */
+export async function planNic(ctx: HotplugContext, request: AddRequest, live?: LiveVm): Promise<AddPlan> {
+  const { host } = ctx;
+  const notes: string[] = [];
+  const record = ctx.record.read();
+  const checked = checkRequest(host, request, record?.spec.bridge ?? null);
+  const { queues, vhostMode, guestMtu, rate, bridge } = checked;
+  const requestedMac = checked.mac;
   // The tap takes its bridge's MTU (a smaller one would shrink the bridge); --mtu tells the guest.
   const bridgeMtu = bridge === null ? undefined : host.linkMtu(bridge);
   if (guestMtu !== undefined && bridgeMtu !== undefined && guestMtu > bridgeMtu) {
@@ -121,7 +155,9 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
   if (note) notes.push(note);
 
   live ??= await inspectVm(ctx.qmp, { askCpus: !record });
-  if (!live.running) throw new UsageError(`VM '${ctx.vm}' is ${live.status}, not running; hot-plug needs a running VM`);
+  if (!live.running && !(request.beforeBoot && live.status === 'prelaunch')) {
+    throw new UsageError(`VM '${ctx.vm}' is ${live.status}, not running; hot-plug needs a running VM`);
+  }
   const cpus = record?.spec.cpus ?? live.cpus ?? 1;
   if (queues > cpus)
     notes.push(
@@ -142,16 +178,19 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
     if (macs.has(requestedMac))
       throw new UsageError(`MAC '${requestedMac}' is already used in VM '${ctx.vm}'; pick another --mac`);
     mac = requestedMac;
-  } else {
-    do mac = `52:54:00:${[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
-    while (macs.has(mac));
-  }
+  } else mac = randomMac(macs);
 
   const tap = request.ifname ?? defaultTapName(ctx.vm, id, host.linkExists);
   if (host.linkExists(tap))
     throw new UsageError(`tap name '${tap}' is already taken by a host interface; pick another --ifname`);
 
-  if (!live.freeBus) {
+  const slot = request.slot ? live.free.find((f) => sameSlot(f, request.slot!)) : live.free[0];
+  if (request.slot && !slot) {
+    throw new UsageError(
+      `slot ${request.slot.bus} addr ${request.slot.addr} for NIC '${id}' is taken in VM '${ctx.vm}'`,
+    );
+  }
+  if (!slot) {
     throw new UsageError(
       live.q35
         ? `VM '${ctx.vm}' has no free hot-plug slot: every pcie-root-port is taken (start it with more --hotplug-slots)`
@@ -160,15 +199,25 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
   }
 
   const vectors = 2 * queues + 2; // one per rx and tx queue, one for config, one for control
-  const bus = live.freeBus;
-  const ifb = rate === undefined ? undefined : freeName('mqi', host.linkExists);
+  const { bus, addr } = slot;
+  const ifb = rate === undefined ? undefined : freeLinkName('mqi', host.linkExists);
   const port: Port & { tapMac: string } = { tap, mac, tapMac: tapMacOf(mac), bridge, mtu, rate, ifb };
-  const deviceArgs: Record<string, unknown> = { driver: 'virtio-net-pci', id, netdev, mac, mq: true, vectors, bus };
-  // On a root port the device must sit at 0.0: QEMU would put a second one at 1.0, where the guest never looks.
-  if (live.q35) deviceArgs.addr = '0';
+  // addr: on a root port the device must sit at 0.0 (QEMU would put a second one at 1.0, where the
+  // guest never looks); on pci.0 the slot is pinned so that a saved NIC comes back where it was
+  const deviceArgs: Record<string, unknown> = {
+    driver: 'virtio-net-pci',
+    id,
+    netdev,
+    mac,
+    mq: true,
+    vectors,
+    bus,
+    addr,
+  };
   if (guestMtu !== undefined) deviceArgs.host_mtu = guestMtu;
   return {
-    ...{ id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes },
+    ...{ id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, addr, notes, vhostMode },
+    persist: request.persist !== false,
     ...withoutUndefined({ ...port, guestMtu }),
     tapMac: port.tapMac,
     commands: [
@@ -182,6 +231,15 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
     hostCommands: portCommands(port).map((c) => (c.program === 'ip' ? host.ipArgv(c.argv) : host.tcArgv(c.argv))),
   };
 }
+
+/** What the VM's definition keeps of a NIC: what it was asked for, and the MAC, tap and slot it got. */
+export function nicDefinition(plan: AddPlan): NicDefinition {
+  const { id, mac, tap, queues, bridge, vhostMode: vhost, guestMtu: mtu, rate, bus, addr } = plan;
+  return { id, mac, tap, queues, bridge, vhost, ...withoutUndefined({ mtu, rate }), bus, addr };
+}
+
+/** Slots compare by bus and the number the address means ('0x5' is '5'). */
+const sameSlot = (a: Slot, b: Slot) => a.bus === b.bus && Number(a.addr) === Number(b.addr);
 
 /** The object without its undefined fields (so records and JSON show only what was set). */
 function withoutUndefined<T extends object>(o: T): Partial<T> {
@@ -204,7 +262,8 @@ export async function addNic(ctx: HotplugContext, request: AddRequest): Promise<
 
 export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs?: number): Promise<AddResult> {
   const { qmp } = ctx;
-  const { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, notes, tapMac, mtu, guestMtu, rate, ifb } = plan;
+  const { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, addr, notes, tapMac, mtu, guestMtu, rate, ifb } =
+    plan;
   const [netdevCmd, deviceCmd] = plan.commands;
   // Subscribed before device_add: the guest may take the NIC before device_add's answer is read.
   const guestTook =
@@ -245,18 +304,20 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
   // add. The record is written while QEMU answers, and taken back if the answer is wrong.
   const confirming = qmp.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'netdev' });
   ctx.record.saveNic(nicRecord(plan, 'active'));
+  if (plan.persist) ctx.record.defineNic(nicDefinition(plan));
   try {
     const backend = await confirming;
     if (backend !== netdev) throw new Error(`device ${id} has netdev '${backend}', expected '${netdev}'`);
   } catch (e) {
     ctx.record.forgetNic(id);
+    if (plan.persist) ctx.record.undefineNic(id);
     throw await undo(ctx, `confirming ${id}`, e as Error, plan, true);
   }
   const t3 = performance.now();
 
   const timings = { preflight: 0, plug: t1 - t0, bridging: t2 - t1, confirm: t3 - t2, total: t3 - t0 };
   const result: AddResult = {
-    ...{ id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, tapMac },
+    ...{ id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, addr, tapMac },
     ...withoutUndefined({ mtu, guestMtu, rate, ifb }),
     notes,
     timings,
@@ -321,15 +382,23 @@ function firstFree(prefix: string, taken: (candidate: string) => boolean): strin
   for (let i = 0; ; i++) if (!taken(`${prefix}${i}`)) return `${prefix}${i}`;
 }
 
+/** A random 52:54:00:xx:xx:xx (QEMU's prefix) that is not in `taken`. */
+export function randomMac(taken: Set<string>): string {
+  for (;;) {
+    const mac = `52:54:00:${[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
+    if (!taken.has(mac)) return mac;
+  }
+}
+
 /** "<vm>-<id>" when it fits in 15 characters and is free, else "mqh" and 6 random hex digits. */
-function defaultTapName(vmName: string, id: string, exists: (name: string) => boolean): string {
+export function defaultTapName(vmName: string, id: string, exists: (name: string) => boolean): string {
   const readable = `${vmName}-${id}`;
   if (readable.length <= 15 && /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(readable) && !exists(readable)) return readable;
-  return freeName('mqh', exists);
+  return freeLinkName('mqh', exists);
 }
 
 /** The prefix and 6 random hex digits, not taken by any link. */
-function freeName(prefix: string, exists: (name: string) => boolean): string {
+export function freeLinkName(prefix: string, exists: (name: string) => boolean): string {
   for (;;) {
     const name = `${prefix}${randomBytes(3).toString('hex')}`;
     if (!exists(name)) return name;

@@ -7,6 +7,7 @@
 import type { Observable } from 'rxjs';
 import type { LinkInfo } from '../host/ip.js';
 import type { Qdisc } from '../host/tc.js';
+import type { NicDefinition } from '../qemu/definition.js';
 import type { NicRecord, VmRecord } from '../qemu/state.js';
 import type { Publish, VmEvent } from './events.js';
 
@@ -29,6 +30,10 @@ export interface RecordPort {
   /** Adds the NIC, or replaces the one with its id. */
   saveNic(nic: NicRecord): void;
   forgetNic(id: string): void;
+  /** Keeps the NIC in the VM's definition (or replaces it there), where the VM has one. */
+  defineNic(nic: NicDefinition): void;
+  /** Drops the NIC from the VM's definition, where the VM has one. */
+  undefineNic(id: string): void;
   /** Marks a recorded NIC's state. */
   markNic(id: string, state: NicRecord['state']): void;
   /** Runs fn holding the VM's lock (serializes operations on one VM). */

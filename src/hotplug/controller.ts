@@ -12,8 +12,10 @@
 import { type Observable, type Subscription, Subject, map, merge, share } from 'rxjs';
 import { QmpClient } from '../qmp/client.js';
 import { nowTimestamp } from '../qmp/messages.js';
+import { DefinitionStore } from '../qemu/definition.js';
 import { StateError, StateStore, qemuAlive } from '../qemu/state.js';
 import { checkVmName } from '../host/validate.js';
+import { envMs } from '../util/time.js';
 import { type AddPlan, type AddRequest, type AddResult, addNic, planNic } from './add.js';
 import { LinuxHost, StoredRecord, UnrecordedVm } from './adapters.js';
 import { startBridging } from './bridging.js';
@@ -29,6 +31,8 @@ export interface OpenOptions {
   /** A control monitor socket of a VM not started by mq-hotplug (takes the place of the name's state). */
   qmp?: string;
   store?: StateStore;
+  /** Where saved definitions live (default: MQ_HOTPLUG_CONFIG_DIR or /var/lib/mq-hotplug). */
+  definitions?: DefinitionStore;
   /** Which of the VM's two monitors: 'control' (one-shot commands) or 'events' (watchers). */
   monitor?: 'control' | 'events';
   greetingTimeoutMs?: number;
@@ -36,11 +40,6 @@ export interface OpenOptions {
   commandTimeoutMs?: number;
   /** Start the long-lived ip now, overlapping the QMP connect (for callers about to add a NIC). */
   startIp?: boolean;
-}
-
-function envMs(name: string, fallback: number): number {
-  const value = Number(process.env[name]);
-  return Number.isFinite(value) && value > 0 ? value : fallback;
 }
 
 export class Controller {
@@ -56,6 +55,7 @@ export class Controller {
     readonly name: string,
     private readonly host: LinuxHost,
     private readonly store: StateStore | undefined,
+    definitions?: DefinitionStore,
   ) {
     const qemu$ = qmp.events$.pipe(map((e): VmEvent => ({ ...e, source: 'qemu' })));
     this.events$ = merge(qemu$, this.own).pipe(share());
@@ -63,7 +63,7 @@ export class Controller {
       vm: name,
       qmp,
       events$: this.events$,
-      record: store ? new StoredRecord(store, name) : new UnrecordedVm(),
+      record: store ? new StoredRecord(store, name, definitions) : new UnrecordedVm(),
       host,
       publish: (event, data) => this.publish(event, data),
     };
@@ -97,7 +97,7 @@ export class Controller {
       host.close();
       throw e;
     }
-    return new Controller(qmp, name, host, store);
+    return new Controller(qmp, name, host, store, store ? (options.definitions ?? new DefinitionStore()) : undefined);
   }
 
   /** Publishes a controller event here and to the VM's event log (for watchers in other processes). */
@@ -124,8 +124,8 @@ export class Controller {
   }
 
   /** Hot-unplugs a NIC by id, tap name or MAC (see remove.ts). */
-  removeNic(selector: string, timeoutMs?: number): Promise<RemoveResult> {
-    return removeNic(this.context, selector, timeoutMs);
+  removeNic(selector: string, timeoutMs?: number, options?: { persist?: boolean }): Promise<RemoveResult> {
+    return removeNic(this.context, selector, timeoutMs, options);
   }
 
   listNics(): Promise<NicView[]> {

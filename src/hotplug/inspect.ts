@@ -22,10 +22,16 @@ export interface LiveVm {
   deviceIds: Set<string>;
   /** Ids of the virtio-net NICs in the VM, ours or not. */
   nicIds: string[];
-  /** Where the next NIC can go: a free root port on q35, pci.0 on pc; undefined when full. */
-  freeBus?: string;
+  /** Where NICs can go, first choice first: empty root ports (q35, at addr 0), or free pci.0 slots (pc). */
+  free: Slot[];
   /** Spare slots: free root ports (q35) or free pci.0 slots (pc). */
   freeSlots: number;
+}
+
+/** A place for a device: a bus and the address on it ('0' on a root port, '0x5' for slot 5 of pci.0). */
+export interface Slot {
+  bus: string;
+  addr: string;
 }
 
 const PCI_SLOTS = 32;
@@ -43,19 +49,20 @@ export async function inspectVm(qmp: QmpPort, { askCpus = true } = {}): Promise<
   ]);
   const root = pci.find((b) => b.bus === 0)?.devices ?? [];
   const q35 = root.some((d) => d.slot === 0 && d.id?.device === Q35_HOST_BRIDGE);
-  let freeBus: string | undefined;
-  let freeSlots: number;
+  let free: Slot[];
   if (q35) {
     // Our spare root ports first, in order; any other empty root port after them.
-    const empty = root
+    free = root
       .filter((d) => d.pci_bridge && d.qdev_id && (d.pci_bridge.devices ?? []).length === 0)
       .map((d) => d.qdev_id)
-      .sort((a, b) => portOrder(a) - portOrder(b));
-    freeBus = empty[0];
-    freeSlots = empty.length;
+      .sort((a, b) => portOrder(a) - portOrder(b))
+      .map((bus) => ({ bus, addr: '0' }));
   } else {
-    freeSlots = PCI_SLOTS - new Set(root.map((d) => d.slot)).size;
-    freeBus = freeSlots > 0 ? 'pci.0' : undefined;
+    // pinned, not left to QEMU: a NIC that is saved comes back at the same slot (the guest's name for it)
+    const used = new Set(root.map((d) => d.slot));
+    free = [];
+    for (let slot = 1; slot < PCI_SLOTS; slot++)
+      if (!used.has(slot)) free.push({ bus: 'pci.0', addr: `0x${slot.toString(16)}` });
   }
   return {
     q35,
@@ -64,8 +71,8 @@ export async function inspectVm(qmp: QmpPort, { askCpus = true } = {}): Promise<
     cpus: cpus?.length,
     deviceIds: new Set(peripherals.filter((p) => p.type.startsWith('child<')).map((p) => p.name)),
     nicIds: peripherals.filter((p) => p.type === 'child<virtio-net-pci>').map((p) => p.name),
-    freeBus,
-    freeSlots,
+    free,
+    freeSlots: free.length,
   };
 }
 

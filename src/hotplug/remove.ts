@@ -27,9 +27,15 @@ const ROLLBACK_UNPLUG_MS = 5000;
 /** How often device_del is sent again while no DEVICE_DELETED comes. */
 const RESEND_MS = 1000;
 
-export async function removeNic(ctx: HotplugContext, selector: string, timeoutMs = 10_000): Promise<RemoveResult> {
+export async function removeNic(
+  ctx: HotplugContext,
+  selector: string,
+  timeoutMs = 10_000,
+  { persist = true } = {},
+): Promise<RemoveResult> {
   return ctx.record.locked(async () => {
     const nic = await findNic(ctx, selector);
+    if (persist) ctx.record.undefineNic(nic.id); // the intent lasts, even while the guest has not let go
     const started = performance.now();
     const gone = await unplugDevice(ctx, nic.id, timeoutMs);
     if (!gone) {

@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import { execa } from 'execa';
 import { QmpClient } from '../qmp/client.js';
 import { QmpError } from '../qmp/errors.js';
-import { type AccelChoice, resolveAccel } from './accel.js';
+import { resolveAccel } from './accel.js';
+import type { StartRequest } from './definition.js';
 import { type VmSpec, qemuArgv } from './spec.js';
 import { STATE_VERSION, StateError, StateStore, type VmRecord, pidAlive, qemuAlive } from './state.js';
 import { checkVmName } from '../host/validate.js';
@@ -18,9 +19,19 @@ export class StartError extends MqHotplugError {
   override name = 'StartError';
 }
 
-export type StartRequest = Omit<VmSpec, 'accel'> & { accel: AccelChoice };
+export type { StartRequest };
 
-export async function startVm(store: StateStore, request: StartRequest, readyTimeoutMs = 30_000): Promise<VmRecord> {
+export interface StartOptions {
+  /** Start with the CPUs stopped (-S): NICs can be plugged before the guest runs; `cont` starts it. */
+  paused?: boolean;
+  readyTimeoutMs?: number;
+}
+
+export async function startVm(
+  store: StateStore,
+  request: StartRequest,
+  { paused = false, readyTimeoutMs = 30_000 }: StartOptions = {},
+): Promise<VmRecord> {
   checkVmName(request.name);
   const existing = safeReadRecord(store, request.name);
   if (existing && qemuAlive(existing)) {
@@ -33,7 +44,7 @@ export async function startVm(store: StateStore, request: StartRequest, readyTim
   const { accel, reason } = resolveAccel(request.accel);
   const spec: VmSpec = { ...request, accel };
   const paths = store.createVmDir(spec.name);
-  const argv = [spec.qemu, ...qemuArgv(spec, paths)];
+  const argv = [spec.qemu, ...qemuArgv(spec, paths), ...(paused ? ['-S'] : [])];
 
   const logFd = fs.openSync(
     paths.log,

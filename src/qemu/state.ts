@@ -5,13 +5,14 @@
  *   events.sock  events monitor (watch, agent)
  *   events.jsonl the controller's own events, appended, so a watcher in another process sees them
  *   qemu.log     QEMU's stdout and stderr
- *   lock         held by the process changing this VM (pid inside; stale when that pid is gone)
  * Directories are 0700 and files 0600; nothing is created through a symlink, and a root owned by
  * another user or writable by others is refused.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { StateError } from '../errors.js';
+import { envMs } from '../util/time.js';
+import { lockKey, withVmLock } from './lock.js';
 import type { VmPaths, VmSpec } from './spec.js';
 
 export { StateError };
@@ -27,7 +28,11 @@ export interface NicSpec {
   queues: number;
   vectors: number;
   vhost: boolean;
+  /** vhost as asked: 'auto' follows the host it runs on */
+  vhostMode?: 'auto' | 'on' | 'off';
   bus: string;
+  /** The slot on the bus ('0x5', or '0' on a root port). */
+  addr?: string;
   /** The tap's own MAC: fe and the guest MAC's last five bytes, so no bridge ever takes it. */
   tapMac?: string;
   /** The tap's MTU as set: its bridge's, or --mtu without a bridge (absent: left as QEMU made it). */
@@ -48,8 +53,25 @@ export interface NicRecord extends NicSpec {
 
 /** The one builder of a NIC's record, from what was planned for it. */
 export function nicRecord(nic: NicSpec & { bridge: string | null }, state: NicRecord['state']): NicRecord {
-  const { id, netdev, tap, mac, queues, vectors, vhost, bus, bridge, tapMac, mtu, guestMtu, rate, ifb } = nic;
-  const optional = Object.entries({ bridge, tapMac, mtu, guestMtu, rate, ifb }).filter(
+  const {
+    id,
+    netdev,
+    tap,
+    mac,
+    queues,
+    vectors,
+    vhost,
+    vhostMode,
+    bus,
+    bridge,
+    addr,
+    tapMac,
+    mtu,
+    guestMtu,
+    rate,
+    ifb,
+  } = nic;
+  const optional = Object.entries({ vhostMode, addr, bridge, tapMac, mtu, guestMtu, rate, ifb }).filter(
     ([, v]) => v !== undefined && v !== null,
   );
   return {
@@ -175,48 +197,12 @@ export class StateStore {
     fs.rmSync(this.vmDir(name), { recursive: true, force: true });
   }
 
-  private readonly held = new Set<string>();
-
   /**
-   * Runs `fn` holding the VM's lock: operations on one VM are serialized, VMs proceed in parallel.
-   * Re-entrant within this store (a CLI command takes it before connecting; the operation inside
-   * does not take it twice). A lock whose holder died is stale and taken over.
+   * Runs `fn` holding the VM's lock (lock.ts): operations on one VM are serialized, within this
+   * process and across processes; VMs proceed in parallel. A holder that dies releases it.
    */
-  async withLock<T>(name: string, fn: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
-    if (this.held.has(name)) return fn();
-    const lockPath = path.join(this.vmDir(name), 'lock');
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        const fd = fs.openSync(
-          lockPath,
-          fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
-          0o600,
-        );
-        fs.writeSync(fd, `${process.pid}\n`);
-        fs.closeSync(fd);
-        break;
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT') throw new StateError(`no VM named '${name}' in ${this.root} (see 'mq-hotplug vms')`);
-        if (code !== 'EEXIST') throw e;
-        const holder = Number.parseInt(safeRead(lockPath), 10);
-        if (!Number.isInteger(holder) || !pidAlive(holder)) {
-          fs.rmSync(lockPath, { force: true }); // stale: its holder died
-          continue;
-        }
-        if (Date.now() > deadline)
-          throw new StateError(`VM '${name}' is locked by pid ${holder} (still running after ${timeoutMs} ms)`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    }
-    this.held.add(name);
-    try {
-      return await fn();
-    } finally {
-      this.held.delete(name);
-      fs.rmSync(lockPath, { force: true });
-    }
+  withLock<T>(name: string, fn: () => Promise<T>, timeoutMs = envMs('MQ_HOTPLUG_LOCK_TIMEOUT_MS', 60_000)): Promise<T> {
+    return withVmLock(lockKey(this.root, name), fn, timeoutMs, `VM '${name}'`);
   }
 
   eventLogPath(name: string): string {

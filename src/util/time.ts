@@ -29,3 +29,9 @@ export async function pollUntil<T>(
     await sleep(Math.min(intervalMs, Math.max(0, deadline - performance.now())));
   }
 }
+
+/** A duration from the environment (ms), or the fallback when unset or not a positive number. */
+export function envMs(name: string, fallback: number): number {
+  const value = Number(process.env[name]);
+  return Number.isFinite(value) && value > 0 ? value : fallback;
+}

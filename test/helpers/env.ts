@@ -170,11 +170,24 @@ export interface CliResult {
   stderr: string;
 }
 
+/** The config directory that goes with a test's state directory (made, and deleted with the rest). */
+export function configDirOf(stateDir: string): string {
+  const dir = `${stateDir}-config`;
+  dirs.add(dir);
+  return dir;
+}
+
+/** A CLI's environment: a state directory of the test's gets its own config directory. */
+function cliEnv(env: Record<string, string>): Record<string, string> {
+  const state = env.MQ_HOTPLUG_STATE_DIR;
+  return state && !env.MQ_HOTPLUG_CONFIG_DIR ? { ...env, MQ_HOTPLUG_CONFIG_DIR: configDirOf(state) } : env;
+}
+
 /** Runs the real CLI as a new process. */
 export async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   const r = await execa('node', [CLI, ...args], {
     reject: false,
-    env,
+    env: cliEnv(env),
     stdin: 'ignore',
     timeout: 120_000,
     stripFinalNewline: false,
@@ -193,7 +206,7 @@ export interface Running {
 
 /** Starts `mq-hotplug ARGS` as a long-running process (watch, agent), collecting its output. */
 export function spawnCli(args: string[], env: Record<string, string>): Running {
-  const proc = execa('node', [CLI, ...args], { env, reject: false, stdin: 'ignore', buffer: false });
+  const proc = execa('node', [CLI, ...args], { env: cliEnv(env), reject: false, stdin: 'ignore', buffer: false });
   trackPid(proc.pid!);
   let out = '';
   let err = '';

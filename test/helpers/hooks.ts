@@ -1,5 +1,5 @@
 /** Mocha root hooks: whatever a test made is removed after the run, pass or fail. */
-import { cleanupAll } from './env.js';
+import { cleanupAll, tempDir } from './env.js';
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
@@ -13,3 +13,7 @@ export const mochaHooks = {
     cleanupAll();
   },
 };
+
+// Definitions go to a directory of this run, never to the host's /var/lib/mq-hotplug (the CLI
+// processes the tests start inherit it).
+process.env.MQ_HOTPLUG_CONFIG_DIR ??= tempDir('config');

@@ -15,6 +15,7 @@ import type { ControllerEvent, VmEvent } from '../../src/hotplug/events.js';
 import type { LinkInfo } from '../../src/host/ip.js';
 import { QmpCommandError, QmpDisconnectedError } from '../../src/qmp/errors.js';
 import { nowTimestamp } from '../../src/qmp/messages.js';
+import type { NicDefinition } from '../../src/qemu/definition.js';
 import type { NicRecord, VmRecord } from '../../src/qemu/state.js';
 
 interface Device {
@@ -24,6 +25,7 @@ interface Device {
   mq?: boolean;
   vectors?: number;
   bus: string;
+  addr?: string;
 }
 
 interface Link {
@@ -49,6 +51,8 @@ export interface WorldOptions {
   recorded?: boolean;
   vhostNet?: boolean;
   ipInstalled?: boolean;
+  /** The VM has a saved definition. */
+  defined?: boolean;
 }
 
 export class World {
@@ -68,9 +72,12 @@ export class World {
   connected = true;
   qemuGone = false;
   record: VmRecord | undefined;
+  /** the VM's definition's NICs, when it has one (WorldOptions.defined) */
+  definition: NicDefinition[] | undefined;
 
   constructor(readonly options: WorldOptions = {}) {
     const { machine = 'pc', cpus = 2, recorded = true } = options;
+    this.definition = options.defined ? [] : undefined;
     this.record = recorded
       ? ({
           version: 1,
@@ -175,19 +182,16 @@ export class World {
             },
           ];
         }
-        const used =
-          2 + (this.options.usedSlots ?? 0) + [...this.devices.values()].filter((d) => d.bus === 'pci.0').length;
-        return [
-          {
-            bus: 0,
-            devices: Array.from({ length: used }, (_, slot) => ({
-              slot,
-              id: { device: slot === 0 ? 0x1237 : 1, vendor: 0x8086 },
-              qdev_id: '',
-              class_info: { class: 0 },
-            })),
-          },
-        ];
+        // slot 0 host bridge, 1 ISA/IDE/ACPI, then the ones the test says are taken, then our devices
+        const slots = new Set([0, 1, ...Array.from({ length: this.options.usedSlots ?? 0 }, (_, i) => 2 + i)]);
+        for (const d of this.devices.values()) if (d.bus === 'pci.0') slots.add(Number(d.addr ?? 31));
+        const devices = [...slots].map((slot) => ({
+          slot,
+          id: { device: slot === 0 ? 0x1237 : 1, vendor: 0x8086 },
+          qdev_id: '',
+          class_info: { class: 0 },
+        }));
+        return [{ bus: 0, devices }];
       }
       case 'qom-get': {
         const id = String(a.path).split('/').pop()!;
@@ -229,6 +233,7 @@ export class World {
           mq: Boolean(a.mq),
           vectors: Number(a.vectors),
           bus: String(a.bus),
+          addr: a.addr === undefined ? undefined : String(a.addr),
         });
         return {};
       }
@@ -268,6 +273,12 @@ export class World {
       read: () => (world.record ? structuredClone(world.record) : undefined),
       saveNic: (nic) => update((nics) => [...nics.filter((n) => n.id !== nic.id), nic]),
       forgetNic: (id) => update((nics) => nics.filter((n) => n.id !== id)),
+      defineNic: (nic) => {
+        if (world.definition) world.definition = [...world.definition.filter((n) => n.id !== nic.id), nic];
+      },
+      undefineNic: (id) => {
+        if (world.definition) world.definition = world.definition.filter((n) => n.id !== id);
+      },
       markNic: (id, state) => update((nics) => nics.map((n) => (n.id === id ? { ...n, state } : n))),
       locked<T>(fn: () => Promise<T>): Promise<T> {
         const run = queue.then(fn, fn);

@@ -14,6 +14,7 @@ import { StateStore, qemuAlive } from '../../src/qemu/state.js';
 import { QmpClient } from '../../src/qmp/client.js';
 import { QmpTimeoutError } from '../../src/qmp/errors.js';
 import { ofEvent } from '../../src/qmp/events.js';
+import { holdLock } from '../helpers/lock.js';
 import { QEMU, cli, linkExists, makeBridge, ourLinks, sleep, tempDir, trackLink } from '../helpers/env.js';
 import { FakeQmpServer } from '../helpers/fake-qmp.js';
 
@@ -163,13 +164,20 @@ describe('faults, bad input and security', function () {
     trackLink((JSON.parse(ok.stdout) as { tap: string }).tap);
   });
 
-  it('stale state: a lock left by a dead process is taken over; a record from another version is refused clearly', async () => {
+  it('stale state: a lock holder killed with SIGKILL leaves no lock behind; a record from another version is refused clearly', async () => {
     await boot();
-    fs.writeFileSync(path.join(store.vmDir('vm1'), 'lock'), '999999\n', { mode: 0o600 });
+    const holder = holdLock(store.root, 'vm1');
+    await holder.holding;
+    const blocked = await cli(['add', 'vm1', '--queues', '2'], { ...env(), MQ_HOTPLUG_LOCK_TIMEOUT_MS: '300' });
+    expect(blocked.exitCode).to.equal(2);
+    expect(blocked.stderr).to.equal(
+      `mq-hotplug: VM 'vm1' is locked by pid ${holder.pid} (still held after the wait)\n`,
+    );
+    holder.kill('SIGKILL');
+    await holder.exited;
     const r = await cli(['add', 'vm1', '--queues', '2', '--json'], env());
     expect(r.exitCode, r.stderr).to.equal(0);
     trackLink((JSON.parse(r.stdout) as { tap: string }).tap);
-    expect(fs.existsSync(path.join(store.vmDir('vm1'), 'lock'))).to.equal(false);
 
     const file = path.join(store.vmDir('vm1'), 'vm.json');
     const record = JSON.parse(fs.readFileSync(file, 'utf8')) as { version: number; pid: number };

@@ -319,6 +319,7 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
           mq: true,
           vectors: 18,
           bus: 'pci.0',
+          addr: '0x2', // pinned: the first free slot of pci.0
         },
       },
     ]);

@@ -213,7 +213,7 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
       .map((l) => l.trim());
     expect(lines.map((l) => l.split(' ').slice(0, 4).join(' '))).to.deep.equal([
       '{"execute":"netdev_add","arguments":{"type":"tap","id":"nd-nic0","ifname":"vm1-nic0","script":"no","downscript":"no","vhost":false,"queues":2}}',
-      '{"execute":"device_add","arguments":{"driver":"virtio-net-pci","id":"nic0","netdev":"nd-nic0","mac":"52:54:00:00:00:66","mq":true,"vectors":6,"bus":"pci.0"}}',
+      '{"execute":"device_add","arguments":{"driver":"virtio-net-pci","id":"nic0","netdev":"nd-nic0","mac":"52:54:00:00:00:66","mq":true,"vectors":6,"bus":"pci.0","addr":"0x2"}}',
       'ip link add name',
       'ip link set dev',
       'tc qdisc add dev',

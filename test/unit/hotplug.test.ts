@@ -65,6 +65,7 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
             mq: true,
             vectors: 18,
             bus: 'pci.0',
+            addr: '0x2', // the first free slot, pinned
           },
         },
       ]);
@@ -520,6 +521,64 @@ describe('ports: the tap as a good citizen of its bridge (in-memory ports)', () 
     expect((await listNics(ctx))[0]!.drift).to.deep.equal([]);
     const fixed = world.published.find((e) => e.event === 'NIC_REATTACHED')!.data as { fixed: string[] };
     expect(fixed.fixed).to.have.length(4);
+    stop();
+  });
+});
+
+describe('slots and definitions (in-memory ports)', () => {
+  it('pc: slots are pinned in order, a saved slot is taken again, a taken one is refused', async () => {
+    const { ctx, stop } = setup();
+    const a = await addNic(ctx, { queues: 1 });
+    const b = await addNic(ctx, { queues: 1 });
+    expect([a.bus, a.addr, b.addr]).to.deep.equal(['pci.0', '0x2', '0x3']);
+    const c = await addNic(ctx, { queues: 1, slot: { bus: 'pci.0', addr: '0x1f' } });
+    expect(c.addr).to.equal('0x1f');
+    const err = await planNic(ctx, { queues: 1, id: 'again', slot: { bus: 'pci.0', addr: '0x3' } }).catch(
+      (e: Error) => e,
+    );
+    expect(err).to.be.instanceOf(UsageError);
+    expect((err as Error).message).to.equal("slot pci.0 addr 0x3 for NIC 'again' is taken in VM 'vm'");
+    stop();
+  });
+
+  it('q35: a saved root port is taken again', async () => {
+    const { ctx, stop } = setup({ machine: 'q35', rootPorts: 3 });
+    const r = await addNic(ctx, { queues: 1, slot: { bus: 'mqh-port2', addr: '0' } });
+    expect([r.bus, r.addr]).to.deep.equal(['mqh-port2', '0']);
+    stop();
+  });
+
+  it('a paused VM before boot takes NICs only when asked to (the restore path)', async () => {
+    const { ctx, stop } = setup({ status: 'prelaunch' });
+    expect(await planNic(ctx, { queues: 1 }).catch((e: Error) => e.message)).to.match(
+      /^VM 'vm' is prelaunch, not running/,
+    );
+    expect((await planNic(ctx, { queues: 1, beforeBoot: true })).id).to.equal('nic0');
+    stop();
+  });
+
+  it('add keeps the NIC in the definition (what it was asked, what it got); remove drops it; persist false does neither', async () => {
+    const { world, ctx, stop } = setup({ defined: true, guest: true });
+    const nic = await addNic(ctx, { queues: 4, bridge: 'br0', mtu: 1400, rate: 20, mac: '52:54:00:00:00:01' });
+    expect(world.definition).to.deep.equal([
+      {
+        id: 'nic0',
+        mac: '52:54:00:00:00:01',
+        tap: 'vm-nic0',
+        queues: 4,
+        bridge: 'br0',
+        vhost: 'auto',
+        mtu: 1400,
+        rate: 20,
+        bus: 'pci.0',
+        addr: '0x2',
+      },
+    ]);
+    await addNic(ctx, { queues: 1, persist: false });
+    expect(world.definition!.map((n) => n.id)).to.deep.equal(['nic0']);
+    await removeNic(ctx, 'nic1', 1000, { persist: false });
+    await removeNic(ctx, nic.id);
+    expect(world.definition).to.deep.equal([]);
     stop();
   });
 });

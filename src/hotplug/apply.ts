@@ -1,0 +1,350 @@
+/**
+ * `apply`: make a VM's NICs exactly those of a spec, idempotently, for fleet tools.
+ *
+ *   {"nics": [{"id": "net0", "queues": 8, "bridge": "br0", "mac": "52:54:00:12:34:56"}, ...]}
+ *
+ * Each NIC takes `add`'s options (camelCase), defaulted as in `add`. Against the NICs the VM has,
+ * the plan is: remove the ones not listed, replace those whose queues, bridge, MAC, tap, vhost or
+ * guest MTU differ (a device cannot change them in place; the MAC and tap are kept unless the spec
+ * names others), change the rate in place, and add the missing. Every NIC is checked before anything
+ * changes, and so is room for them (slots). Each step is one hot-plug transaction that updates the
+ * record and the definition as it lands, so a failure midway leaves both consistent and the next
+ * apply converges. On a defined VM that is not running only the definition changes.
+ */
+import { UsageError } from '../errors.js';
+import type { VhostMode } from '../host/ip.js';
+import { checkQemuId } from '../host/validate.js';
+import type { NicDefinition, VmDefinition } from '../qemu/definition.js';
+import { nicRecord } from '../qemu/state.js';
+import { type AddRequest, addNic, checkRequest, defaultTapName, freeLinkName, randomMac } from './add.js';
+import type { HotplugContext } from './context.js';
+import { inspectVm, liveNics } from './inspect.js';
+import { removeIfb, setUpPort } from './port.js';
+import { removeNic } from './remove.js';
+
+/** One NIC as a spec file gives it: `add`'s options. */
+export interface NicWanted {
+  id: string;
+  queues: number | string;
+  bridge?: string | null;
+  mac?: string;
+  ifname?: string;
+  vhost?: VhostMode;
+  mtu?: number;
+  rate?: number;
+}
+
+const NIC_FIELDS = ['id', 'queues', 'bridge', 'mac', 'ifname', 'vhost', 'mtu', 'rate'];
+
+/** A NIC as the VM has it now, from the record, the definition, or QEMU and the host. */
+interface CurrentNic {
+  id: string;
+  mac: string;
+  tap: string;
+  queues: number;
+  bridge: string | null;
+  vhost?: VhostMode;
+  mtu?: number;
+  rate?: number;
+}
+
+export interface ApplyResult {
+  changed: boolean;
+  added: string[];
+  removed: string[];
+  replaced: string[];
+  /** changed in place (the rate) */
+  updated: string[];
+  unchanged: string[];
+  dryRun?: boolean;
+  /** the VM is not running: only its definition changed */
+  definitionOnly?: boolean;
+}
+
+/** Parses and checks a spec file's text: JSON, known fields only, ids and MACs unique. */
+export function parseApplySpec(text: string, source: string): NicWanted[] {
+  let spec: unknown;
+  try {
+    spec = JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(
+      `spec ${source} is not JSON (${(e as Error).message}); give {"nics": [{"id": "net0", "queues": 8}, ...]}`,
+    );
+  }
+  if (
+    spec === null ||
+    typeof spec !== 'object' ||
+    Array.isArray(spec) ||
+    !Array.isArray((spec as { nics?: unknown }).nics)
+  ) {
+    throw new UsageError(
+      `spec ${source} must be an object with a "nics" array, like {"nics": [{"id": "net0", "queues": 8}]}`,
+    );
+  }
+  const unknownTop = Object.keys(spec).filter((k) => k !== 'nics');
+  if (unknownTop.length)
+    throw new UsageError(`spec ${source}: unknown field '${unknownTop[0]}'; the spec has only "nics"`);
+  const nics = (spec as { nics: unknown[] }).nics;
+  const ids = new Set<string>();
+  const macs = new Set<string>();
+  const taps = new Set<string>();
+  return nics.map((n, i) => {
+    if (n === null || typeof n !== 'object' || Array.isArray(n))
+      throw new UsageError(`spec ${source}: nics[${i}] is not an object`);
+    const unknown = Object.keys(n).filter((k) => !NIC_FIELDS.includes(k));
+    if (unknown.length) {
+      throw new UsageError(
+        `spec ${source}: nics[${i}] has unknown field '${unknown[0]}'; valid: ${NIC_FIELDS.join(', ')}`,
+      );
+    }
+    const nic = n as NicWanted;
+    if (typeof nic.id !== 'string')
+      throw new UsageError(`spec ${source}: nics[${i}] needs an "id" (a string, like "net0")`);
+    checkQemuId(nic.id, 'NIC id');
+    if (nic.queues === undefined) throw new UsageError(`spec ${source}: NIC '${nic.id}' needs "queues"`);
+    const dup = (set: Set<string>, value: string | undefined, what: string) => {
+      if (value === undefined) return;
+      if (set.has(value))
+        throw new UsageError(`spec ${source}: ${what} '${value}' is given twice; each NIC needs its own`);
+      set.add(value);
+    };
+    dup(ids, nic.id, 'NIC id');
+    dup(macs, nic.mac?.toLowerCase(), 'MAC');
+    dup(taps, nic.ifname, 'tap name');
+    return nic;
+  });
+}
+
+/** What would change one NIC: replace (with the reasons), a new rate in place, or nothing. */
+function compare(current: CurrentNic, wanted: NicWanted, bridge: string | null): { replace: string[]; rate: boolean } {
+  const replace: string[] = [];
+  if (Number(wanted.queues) !== current.queues) replace.push(`queues ${current.queues} -> ${wanted.queues}`);
+  if (bridge !== current.bridge) replace.push(`bridge ${current.bridge ?? 'none'} -> ${bridge ?? 'none'}`);
+  if (wanted.mac !== undefined && wanted.mac.toLowerCase() !== current.mac)
+    replace.push(`mac ${current.mac} -> ${wanted.mac}`);
+  if (wanted.ifname !== undefined && wanted.ifname !== current.tap)
+    replace.push(`tap ${current.tap} -> ${wanted.ifname}`);
+  if (wanted.vhost !== undefined && current.vhost !== undefined && wanted.vhost !== current.vhost)
+    replace.push(`vhost ${current.vhost} -> ${wanted.vhost}`);
+  if (wanted.mtu !== current.mtu) replace.push(`guest MTU ${current.mtu ?? 'default'} -> ${wanted.mtu ?? 'default'}`);
+  return { replace, rate: wanted.rate !== current.rate };
+}
+
+interface Plan {
+  remove: CurrentNic[];
+  replace: { current: CurrentNic; wanted: NicWanted; why: string[] }[];
+  update: { current: CurrentNic; wanted: NicWanted }[];
+  add: NicWanted[];
+  unchanged: string[];
+}
+
+function planApply(current: CurrentNic[], wanted: NicWanted[], defaultBridge: string | null): Plan {
+  const plan: Plan = { remove: [], replace: [], update: [], add: [], unchanged: [] };
+  const byId = new Map(current.map((n) => [n.id, n]));
+  const wantedIds = new Set(wanted.map((w) => w.id));
+  plan.remove = current.filter((n) => !wantedIds.has(n.id));
+  for (const w of wanted) {
+    const have = byId.get(w.id);
+    if (!have) {
+      plan.add.push(w);
+      continue;
+    }
+    const bridge = w.bridge === undefined ? defaultBridge : w.bridge || null;
+    const { replace, rate } = compare(have, w, bridge);
+    if (replace.length) plan.replace.push({ current: have, wanted: w, why: replace });
+    else if (rate) plan.update.push({ current: have, wanted: w });
+    else plan.unchanged.push(w.id);
+  }
+  return plan;
+}
+
+function resultOf(plan: Plan, extra: Partial<ApplyResult> = {}): ApplyResult {
+  const result = {
+    added: plan.add.map((w) => w.id),
+    removed: plan.remove.map((n) => n.id),
+    replaced: plan.replace.map((r) => r.current.id),
+    updated: plan.update.map((u) => u.current.id),
+    unchanged: plan.unchanged,
+  };
+  const changed = result.added.length + result.removed.length + result.replaced.length + result.updated.length > 0;
+  return { changed, ...result, ...extra };
+}
+
+/** The add request for a wanted NIC; a replaced NIC keeps its MAC and tap unless the spec names others. */
+function requestOf(w: NicWanted, keep?: CurrentNic): AddRequest {
+  return {
+    id: w.id,
+    queues: w.queues,
+    bridge: w.bridge,
+    mac: w.mac ?? keep?.mac,
+    ifname: w.ifname ?? keep?.tap,
+    vhost: w.vhost,
+    mtu: w.mtu,
+    rate: w.rate,
+  };
+}
+
+/** Applies the spec to a running VM (ours or given by --qmp), under its lock. */
+export async function applyLive(
+  ctx: HotplugContext,
+  wanted: NicWanted[],
+  { dryRun = false, removeTimeoutMs = 10_000 } = {},
+): Promise<ApplyResult> {
+  return ctx.record.locked(async () => {
+    const record = ctx.record.read();
+    const defaultBridge = record?.spec.bridge ?? null;
+    for (const w of wanted) checkRequest(ctx.host, requestOf(w), defaultBridge);
+    const current = record ? currentFromRecord(record.nics) : await currentFromQemu(ctx);
+    const plan = planApply(current, wanted, defaultBridge);
+    const live = await inspectVm(ctx.qmp, { askCpus: false });
+    if (plan.add.length > live.freeSlots + plan.remove.length) {
+      throw new UsageError(
+        `${plan.add.length} NIC(s) to add would not fit in VM '${ctx.vm}': it has ${live.freeSlots} free slot(s)` +
+          (plan.remove.length ? ` and ${plan.remove.length} NIC(s) to remove` : '') +
+          (live.q35 ? ' (start it with more --hotplug-slots)' : ''),
+      );
+    }
+    if (dryRun) return resultOf(plan, { dryRun: true });
+    ctx.host.warmUp();
+    for (const nic of plan.remove) await removeNic(ctx, nic.id, removeTimeoutMs);
+    for (const { current: nic, wanted: w } of plan.replace) {
+      await removeNic(ctx, nic.id, removeTimeoutMs);
+      await addNic(ctx, requestOf(w, nic));
+    }
+    for (const { current: nic, wanted: w } of plan.update) await changeRate(ctx, nic.id, w.rate);
+    for (const w of plan.add) await addNic(ctx, requestOf(w));
+    return resultOf(plan);
+  });
+}
+
+/** A defined VM that is not running: only its definition changes (MACs and taps are chosen now, slots at start). */
+export function applyDefinition(
+  def: VmDefinition,
+  wanted: NicWanted[],
+  host: HotplugContext['host'],
+  { dryRun = false } = {},
+): { result: ApplyResult; definition: VmDefinition } {
+  const defaultBridge = def.spec.bridge ?? null;
+  for (const w of wanted) checkRequest(host, requestOf(w), defaultBridge);
+  const plan = planApply(def.nics.map(currentFromDefinition), wanted, defaultBridge);
+  if (def.spec.machine === 'q35' && wanted.length > def.spec.hotplugSlots) {
+    throw new UsageError(
+      `${wanted.length} NICs would not fit in VM '${def.name}': it has ${def.spec.hotplugSlots} hot-plug slots (start it with more --hotplug-slots)`,
+    );
+  }
+  const result = resultOf(plan, { definitionOnly: true, ...(dryRun ? { dryRun: true } : {}) });
+  if (dryRun) return { result, definition: def };
+  const kept = new Map(def.nics.map((n) => [n.id, n]));
+  const wantedIds = new Set(wanted.map((w) => w.id));
+  const taken = new Set(def.nics.filter((n) => wantedIds.has(n.id)).map((n) => n.mac));
+  for (const w of wanted) if (w.mac) taken.add(w.mac.toLowerCase());
+  const nics: NicDefinition[] = wanted.map((w) => {
+    const have = kept.get(w.id);
+    const checked = checkRequest(host, requestOf(w), defaultBridge);
+    const mac = checked.mac ?? have?.mac ?? randomMac(taken);
+    taken.add(mac);
+    const nic: NicDefinition = {
+      id: w.id,
+      mac,
+      tap: w.ifname ?? have?.tap ?? defaultTapName(def.name, w.id, () => false),
+      queues: checked.queues,
+      bridge: checked.bridge,
+      vhost: checked.vhostMode,
+      ...(checked.guestMtu !== undefined ? { mtu: checked.guestMtu } : {}),
+      ...(checked.rate !== undefined ? { rate: checked.rate } : {}),
+    };
+    // a NIC that stays keeps its slot; a replaced one too (same id, same place in the guest)
+    if (have?.bus) Object.assign(nic, { bus: have.bus, addr: have.addr });
+    return nic;
+  });
+  return { result, definition: { ...def, nics } };
+}
+
+/** A new rate (or none) for a running NIC, in place: the shaping is replaced, the record and definition follow. */
+async function changeRate(ctx: HotplugContext, id: string, rate: number | undefined): Promise<void> {
+  const nic = ctx.record.read()?.nics.find((n) => n.id === id);
+  if (!nic) throw new UsageError(`NIC '${id}' is not in the record of VM '${ctx.vm}'; its rate cannot be changed`);
+  const { host } = ctx;
+  if (nic.rate) {
+    await host
+      .tc(
+        [
+          ['qdisc', 'del', 'dev', nic.tap, 'root'],
+          ['qdisc', 'del', 'dev', nic.tap, 'ingress'],
+        ],
+        { force: true },
+      )
+      .catch(() => {});
+    await removeIfb(host, nic);
+  }
+  const ifb = rate ? freeLinkName('mqi', host.linkExists) : undefined;
+  if (rate) await setUpPort(host, { ...nic, rate, ifb });
+  const updated = { ...nic, rate, ifb };
+  if (!rate) {
+    delete updated.rate;
+    delete updated.ifb;
+  }
+  ctx.record.saveNic(nicRecord({ ...updated, bridge: nic.bridge ?? null }, nic.state));
+  const def = {
+    id,
+    mac: nic.mac,
+    tap: nic.tap,
+    queues: nic.queues,
+    bridge: nic.bridge ?? null,
+    vhost: nic.vhostMode ?? 'auto',
+  };
+  ctx.record.defineNic({
+    ...def,
+    ...(nic.guestMtu ? { mtu: nic.guestMtu } : {}),
+    ...(rate ? { rate } : {}),
+    bus: nic.bus,
+    addr: nic.addr ?? '0',
+  });
+}
+
+function currentFromRecord(
+  nics: {
+    id: string;
+    mac: string;
+    tap: string;
+    queues: number;
+    bridge?: string;
+    guestMtu?: number;
+    rate?: number;
+    vhostMode?: VhostMode;
+  }[],
+): CurrentNic[] {
+  return nics.map((n) => ({
+    id: n.id,
+    mac: n.mac,
+    tap: n.tap,
+    queues: n.queues,
+    bridge: n.bridge ?? null,
+    vhost: n.vhostMode,
+    mtu: n.guestMtu,
+    rate: n.rate,
+  }));
+}
+
+function currentFromDefinition(n: NicDefinition): CurrentNic {
+  return {
+    id: n.id,
+    mac: n.mac,
+    tap: n.tap,
+    queues: n.queues,
+    bridge: n.bridge,
+    vhost: n.vhost,
+    mtu: n.mtu,
+    rate: n.rate,
+  };
+}
+
+/** A VM given by --qmp keeps no record: its NICs as QEMU and the host show them. */
+async function currentFromQemu(ctx: HotplugContext): Promise<CurrentNic[]> {
+  const [nics, links] = await Promise.all([liveNics(ctx.qmp), ctx.host.showLinks()]);
+  return nics.map((n) => {
+    const link = n.tap ? links.get(n.tap) : undefined;
+    const queues = link?.numQueues !== undefined ? link.numQueues + (link.numDisabled ?? 0) : 1;
+    return { id: n.id, mac: n.mac, tap: n.tap ?? '', queues, bridge: link?.master ?? null };
+  });
+}
