@@ -19,8 +19,8 @@ import type { HostPort, HotplugContext } from './context.js';
 import { HotplugError, NOTHING_UNDONE, type RollbackReport } from './errors.js';
 import { fromController } from './events.js';
 import { filter } from 'rxjs';
-import { type LiveVm, type Slot, inspectVm, nicMacs } from './inspect.js';
-import { type Port, attachLine, portCommands, tapMacOf } from './port.js';
+import { type LiveVm, type Slot, inspectVm, nicMacs, tapsOfNetdevs } from './inspect.js';
+import { type Port, attachLine, portCommands, removeIfb, resetShaping, tapMacOf } from './port.js';
 import { rollbackNic } from './remove.js';
 
 export const MAX_QUEUES = 256; // MAX_TAP_QUEUES in the kernel's tun driver
@@ -233,9 +233,49 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
 }
 
 /** What the VM's definition keeps of a NIC: what it was asked for, and the MAC, tap and slot it got. */
-export function nicDefinition(plan: AddPlan): NicDefinition {
-  const { id, mac, tap, queues, bridge, vhostMode: vhost, guestMtu: mtu, rate, bus, addr } = plan;
-  return { id, mac, tap, queues, bridge, vhost, ...withoutUndefined({ mtu, rate }), bus, addr };
+export function nicDefinition(nic: NicSpec & { bridge?: string | null }): NicDefinition {
+  const { id, mac, tap, queues, vhostMode, guestMtu: mtu, rate, bus, addr } = nic;
+  const bridge = nic.bridge ?? null;
+  return {
+    id,
+    mac,
+    tap,
+    queues,
+    bridge,
+    vhost: vhostMode ?? 'auto',
+    ...withoutUndefined({ mtu, rate }),
+    bus,
+    addr: addr ?? '0',
+  };
+}
+
+/**
+ * Finishes or undoes the adds that a process which died left half-made (recorded 'adding'). The
+ * caller holds the VM's lock, so no live add is among them. A device that is in the VM gets its
+ * port set up and becomes active; otherwise its netdev (and tap) and ifb are removed.
+ */
+export async function recoverAdds(ctx: HotplugContext): Promise<void> {
+  const stale = ctx.record.read()?.nics.filter((n) => n.state === 'adding') ?? [];
+  if (!stale.length) return;
+  const [live, network] = await Promise.all([
+    inspectVm(ctx.qmp, { askCpus: false }),
+    ctx.qmp.execute<string>('human-monitor-command', { 'command-line': 'info network' }),
+  ]);
+  const netdevs = tapsOfNetdevs(network);
+  for (const nic of stale) {
+    if (live.deviceIds.has(nic.id)) {
+      await resetShaping(ctx.host, nic);
+      await ctx.host.ip(attachLine(nic));
+      ctx.record.saveNic({ ...nic, state: 'active', transient: undefined });
+      if (!nic.transient) ctx.record.defineNic(nicDefinition(nic));
+      ctx.publish('NIC_RECOVERED', { device: nic.id, outcome: 'finished' });
+    } else {
+      if (netdevs.has(nic.netdev)) await ctx.qmp.execute('netdev_del', { id: nic.netdev });
+      await removeIfb(ctx.host, nic);
+      ctx.record.forgetNic(nic.id);
+      ctx.publish('NIC_RECOVERED', { device: nic.id, outcome: 'undone' });
+    }
+  }
 }
 
 /** Slots compare by bus and the number the address means ('0x5' is '5'). */
@@ -251,6 +291,7 @@ export async function addNic(ctx: HotplugContext, request: AddRequest): Promise<
   ctx.host.warmUp(); // the batch ip's start-up overlaps the lock and the preflight
   return ctx.record.locked(async () => {
     const started = performance.now();
+    await recoverAdds(ctx);
     const plan = await planNic(ctx, request);
     const preflight = performance.now() - started;
     const result = await executeAdd(ctx, plan, request.waitGuestMs);
@@ -277,13 +318,18 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
     BRIDGING_TIMEOUT_MS,
   );
 
+  // The intent first: if this process dies from here on, the next operation finds the NIC 'adding'.
+  ctx.record.saveNic({ ...nicRecord(plan, 'adding'), ...(plan.persist ? {} : { transient: true }) });
   const t0 = performance.now();
   // Pipelined: if netdev_add fails, device_add fails too (no such netdev) and nothing exists.
   const [n, d] = await Promise.allSettled([
     qmp.execute(netdevCmd.execute, netdevCmd.arguments),
     qmp.execute(deviceCmd.execute, deviceCmd.arguments),
   ]);
-  if (n.status === 'rejected') throw await failure(ctx, 'netdev_add', n.reason as Error);
+  if (n.status === 'rejected') {
+    if (ctx.qmp.isReady) ctx.record.forgetNic(id); // nothing was made; with QMP lost, recovery judges later
+    throw await failure(ctx, 'netdev_add', n.reason as Error);
+  }
   if (d.status === 'rejected') throw await undo(ctx, 'device_add', d.reason as Error, plan, false);
 
   const t1 = performance.now();

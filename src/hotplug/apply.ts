@@ -16,7 +16,16 @@ import type { VhostMode } from '../host/ip.js';
 import { checkQemuId } from '../host/validate.js';
 import type { NicDefinition, VmDefinition } from '../qemu/definition.js';
 import { nicRecord } from '../qemu/state.js';
-import { type AddRequest, addNic, checkRequest, defaultTapName, freeLinkName, randomMac } from './add.js';
+import {
+  type AddRequest,
+  addNic,
+  checkRequest,
+  defaultTapName,
+  freeLinkName,
+  nicDefinition,
+  randomMac,
+  recoverAdds,
+} from './add.js';
 import type { HotplugContext } from './context.js';
 import { inspectVm, liveNics } from './inspect.js';
 import { removeIfb, setUpPort } from './port.js';
@@ -191,6 +200,7 @@ export async function applyLive(
   { dryRun = false, removeTimeoutMs = 10_000 } = {},
 ): Promise<ApplyResult> {
   return ctx.record.locked(async () => {
+    await recoverAdds(ctx);
     const record = ctx.record.read();
     const defaultBridge = record?.spec.bridge ?? null;
     for (const w of wanted) checkRequest(ctx.host, requestOf(w), defaultBridge);
@@ -285,21 +295,7 @@ async function changeRate(ctx: HotplugContext, id: string, rate: number | undefi
     delete updated.ifb;
   }
   ctx.record.saveNic(nicRecord({ ...updated, bridge: nic.bridge ?? null }, nic.state));
-  const def = {
-    id,
-    mac: nic.mac,
-    tap: nic.tap,
-    queues: nic.queues,
-    bridge: nic.bridge ?? null,
-    vhost: nic.vhostMode ?? 'auto',
-  };
-  ctx.record.defineNic({
-    ...def,
-    ...(nic.guestMtu ? { mtu: nic.guestMtu } : {}),
-    ...(rate ? { rate } : {}),
-    bus: nic.bus,
-    addr: nic.addr ?? '0',
-  });
+  ctx.record.defineNic(nicDefinition(updated));
 }
 
 function currentFromRecord(

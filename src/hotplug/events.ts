@@ -50,6 +50,8 @@ export interface ControllerEventData {
    * limit. `was` is the master it had; `fixed` says what had drifted.
    */
   NIC_REATTACHED: { device: string; tap: string; bridge: string | null; was: string | null; fixed: string[] };
+  /** An add left half-made by a process that died was finished (the device was in) or undone. */
+  NIC_RECOVERED: { device: string; outcome: 'finished' | 'undone' };
   /** A recorded NIC's bridge no longer exists: nothing to re-attach to. */
   NIC_BRIDGE_MISSING: { device: string; tap: string; bridge: string };
   /** A reconcile reaction failed; it runs again on the next event or check. */

@@ -26,7 +26,7 @@ export interface NicView {
   guestMtu: number | null;
   rate: number | null;
   linkUp: boolean | null;
-  state: 'active' | 'unplug-pending' | 'unrecorded' | 'missing';
+  state: 'adding' | 'active' | 'unplug-pending' | 'unrecorded' | 'missing';
   drift: string[];
 }
 

@@ -142,7 +142,9 @@ export async function rollbackNic(ctx: HotplugContext, plan: AddPlan, deviceExis
   } catch (e) {
     report.pending.push(`ifb ${plan.ifb} (${(e as Error).message})`);
   }
+  // the device stays until the guest lets go: recorded, so `remove` or the agent can finish it
   if (report.devicePlugged) ctx.record.saveNic(nicRecord(plan, 'unplug-pending'));
+  else ctx.record.forgetNic(plan.id);
   return report;
 }
 

@@ -46,8 +46,14 @@ export interface NicSpec {
 
 export interface NicRecord extends NicSpec {
   bridge?: string;
-  /** 'unplug-pending': device_del was sent but the guest has not released the device yet. */
-  state: 'active' | 'unplug-pending';
+  /**
+   * 'adding': written before netdev_add, so that an add whose process died midway is found and
+   * finished or undone by the next operation; 'unplug-pending': device_del was sent but the guest
+   * has not released the device yet.
+   */
+  state: 'adding' | 'active' | 'unplug-pending';
+  /** an add with --transient: not to be kept in the definition */
+  transient?: boolean;
   addedAt: string;
 }
 

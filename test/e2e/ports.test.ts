@@ -60,6 +60,7 @@ describe('ports seen from a real guest (TCG): jumbo frames, rate limits', functi
     guest = await Guest.boot({ name: 'gj', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge: lan.bridge });
     const nic = await guest.add(['--queues', '2', '--mtu', '9000']);
     const { ifname } = await nicIn(guest, nic.mac);
+    await guest.waitLinkLocal(ifname);
     expect((await guest.run(`cat /sys/class/net/${ifname}/mtu`)).output).to.deep.equal(['9000']);
     expect(linkState(lan.bridge)).to.deep.equal({ address: '02:00:00:00:01:01', mtu: 9000 });
     const peer = await linkLocal(lan.peer, lan.ns);
@@ -80,6 +81,8 @@ describe('ports seen from a real guest (TCG): jumbo frames, rate limits', functi
     const limited = await guest.add(['--queues', '2', '--rate', '10']);
     const free = await guest.add(['--queues', '2']);
     const [a, b] = [await nicIn(guest, limited.mac), await nicIn(guest, free.mac)];
+    await guest.waitLinkLocal(a.ifname);
+    await guest.waitLinkLocal(b.ifname);
     // link-local with %ifname: each transfer goes through the NIC named
     const bytes = 3 * 1024 * 1024; // 2.5 s at 10 Mbit/s
     const rates: Record<string, number> = {};

@@ -200,6 +200,18 @@ export class Guest {
     return { rc: Number(/rc=(\d+)/.exec(end)?.[1] ?? -1), output };
   }
 
+  /** Waits until the guest's interface has its IPv6 link-local address (DAD done): it can send from it. */
+  async waitLinkLocal(ifname: string, timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const { output } = await this.run(`ip -6 addr show dev ${ifname}`);
+      if (output.some((l) => /inet6 fe80::\S+ scope link(?!.*tentative)/.test(l))) return;
+      if (Date.now() > deadline)
+        throw new Error(`guest ${this.options.name}: no link-local address on ${ifname}: ${output.join(' | ')}`);
+      await sleep(300);
+    }
+  }
+
   /** `mq-hotplug add <this VM> ARGS --json` as a new process; its tap is tracked for cleanup. */
   async add(args: string[]): Promise<AddResult> {
     const r = await cli(['add', this.options.name, ...args, '--json'], this.env);

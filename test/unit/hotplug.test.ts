@@ -17,6 +17,7 @@ import { decideVhost, vhostNetUsable } from '../../src/host/ip.js';
 import { EXIT_CODES, MqHotplugError, StateError, UsageError, exitCodeOf } from '../../src/errors.js';
 import { QmpDisconnectedError, QmpError } from '../../src/qmp/errors.js';
 import { World } from '../helpers/ports.js';
+import { nicRecord } from '../../src/qemu/state.js';
 
 /** A world with a bridge br0, and a context with the bridging reaction running. */
 function setup(options: ConstructorParameters<typeof World>[0] = {}) {
@@ -581,6 +582,51 @@ describe('slots and definitions (in-memory ports)', () => {
     expect(world.definition).to.deep.equal([]);
     stop();
   });
+});
+
+describe('recovery of an add whose process died (in-memory ports)', () => {
+  /** A world where an add got as far as `step` and its process died: the record says 'adding'. */
+  async function diedAfter(step: 'intent' | 'netdev_add' | 'device_add') {
+    const { world, ctx, stop } = setup({ defined: true });
+    const plan = await planNic(ctx, { queues: 2, bridge: 'br0', rate: 10 });
+    world.record!.nics.push({ ...nicRecord(plan, 'adding') });
+    if (step !== 'intent') await ctx.qmp.execute('netdev_add', plan.commands[0].arguments);
+    if (step === 'device_add') await ctx.qmp.execute('device_add', plan.commands[1].arguments);
+    return { world, ctx, stop, plan };
+  }
+
+  it('the device was in: the next add finishes it (port, record active, definition) and goes on', async () => {
+    const { world, ctx, stop, plan } = await diedAfter('device_add');
+    const next = await addNic(ctx, { queues: 1 });
+    expect(next.id).to.equal('nic1');
+    expect(world.record!.nics.map((n) => [n.id, n.state])).to.deep.equal([
+      ['nic0', 'active'],
+      ['nic1', 'active'],
+    ]);
+    expect(world.links.get(plan.tap)).to.deep.include({ master: 'br0', up: true, address: plan.tapMac });
+    expect(world.qdiscMap.get(plan.tap)!.map((q) => q.kind)).to.deep.equal(['tbf', 'ingress']);
+    expect(world.definition!.map((n) => n.id)).to.deep.equal(['nic0', 'nic1']);
+    expect(world.published.find((e) => e.event === 'NIC_RECOVERED')!.data).to.deep.equal({
+      device: 'nic0',
+      outcome: 'finished',
+    });
+    stop();
+  });
+
+  for (const step of ['netdev_add', 'intent'] as const) {
+    it(`died after ${step}: the next add undoes it (no netdev, no tap) and takes its place`, async () => {
+      const { world, ctx, stop } = await diedAfter(step);
+      const next = await addNic(ctx, { queues: 1 });
+      expect(next.id).to.equal('nic0'); // the id is free again
+      expect([...world.netdevs.keys()]).to.deep.equal(['nd-nic0']);
+      expect(world.changes().filter((c) => c === 'netdev_del').length).to.equal(step === 'intent' ? 0 : 1);
+      expect(world.published.find((e) => e.event === 'NIC_RECOVERED')!.data).to.deep.equal({
+        device: 'nic0',
+        outcome: 'undone',
+      });
+      stop();
+    });
+  }
 });
 
 describe('vhost decision', () => {

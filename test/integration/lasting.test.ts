@@ -1,0 +1,333 @@
+/**
+ * Lasting NICs against a real QEMU, real taps and bridges (no guest: the guest's view is in
+ * test/e2e/lasting.test.ts): definitions, start by name after a stop and after a "host reboot",
+ * apply, bad specs and tampered definitions, a crash in the middle of an apply.
+ */
+import { expect } from 'chai';
+import { execa } from 'execa';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { VmDefinition } from '../../src/qemu/definition.js';
+import { qemuAlive, type VmRecord } from '../../src/qemu/state.js';
+import { pollUntil } from '../../src/util/time.js';
+import {
+  CLI,
+  cli,
+  configDirOf,
+  linkExists,
+  makeBridge,
+  ourLinks,
+  tempDir,
+  trackLink,
+  trackPid,
+} from '../helpers/env.js';
+
+interface NicRow {
+  id: string;
+  mac: string;
+  tap: string;
+  queues: number;
+  bridge: string | null;
+  linkUp: boolean;
+  rate: number | null;
+  drift: string[];
+}
+
+describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)', function () {
+  this.timeout(120_000);
+  let env: Record<string, string>;
+  let config: string;
+  let bridge: string;
+  beforeEach(async () => {
+    const state = tempDir();
+    config = configDirOf(state);
+    env = { MQ_HOTPLUG_STATE_DIR: state, MQ_HOTPLUG_CONFIG_DIR: config };
+    bridge = await makeBridge();
+  });
+  afterEach(async () => {
+    for (const vm of fs.readdirSync(env.MQ_HOTPLUG_STATE_DIR!)) await cli(['stop', vm], env);
+  });
+
+  const run = async (args: string[], expectCode = 0) => {
+    const r = await cli(args, env);
+    expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).to.equal(expectCode);
+    return r;
+  };
+  const json = async <T>(args: string[]) => JSON.parse((await run([...args, '--json'])).stdout) as T;
+  const definition = (vm: string) =>
+    JSON.parse(fs.readFileSync(path.join(config, `${vm}.json`), 'utf8')) as VmDefinition;
+  const nics = async (vm: string) => (await json<NicRow[]>(['nics', vm])).map((n) => (trackLink(n.tap), n));
+  /** Where QEMU has each NIC: bus number and slot, from query-pci. */
+  const slots = async (vm: string) => {
+    const pci = JSON.parse((await run(['qmp', vm, 'query-pci'])).stdout) as {
+      bus: number;
+      devices: { slot: number; qdev_id: string; pci_bridge?: { devices?: { qdev_id: string; slot: number }[] } }[];
+    }[];
+    const where: Record<string, string> = {};
+    for (const bus of pci)
+      for (const d of bus.devices) {
+        if (d.qdev_id) where[d.qdev_id] = `${bus.bus}:${d.slot}`;
+        for (const child of d.pci_bridge?.devices ?? []) where[child.qdev_id] = `${d.qdev_id}:${child.slot}`;
+      }
+    return where;
+  };
+  const start = (vm: string, machine: 'pc' | 'q35', more: string[] = []) =>
+    run([
+      'start',
+      vm,
+      '--memory',
+      '128M',
+      '--accel',
+      'tcg',
+      '--machine',
+      machine,
+      '--hotplug-slots',
+      '4',
+      '--bridge',
+      bridge,
+      ...more,
+    ]);
+
+  for (const machine of ['pc', 'q35'] as const) {
+    it(`${machine}: NICs are kept; after a stop, and after a host reboot (QEMU killed, /run wiped), start brings them back at the same slots`, async () => {
+      await start('lv', machine);
+      const a = await json<{ id: string; mac: string; tap: string }>(['add', 'lv', '--queues', '4']);
+      const b = await json<{ id: string; mac: string; tap: string }>([
+        'add',
+        'lv',
+        '--queues',
+        '2',
+        '--rate',
+        '30',
+        '--id',
+        'fast',
+      ]);
+      const t = await json<{ id: string; tap: string }>(['add', 'lv', '--queues', '1', '--transient']);
+      [a, b, t].forEach((n) => trackLink(n.tap));
+      expect(definition('lv').nics.map((n) => n.id)).to.deep.equal([a.id, 'fast']);
+      const before = await nics('lv');
+      const beforeSlots = await slots('lv');
+
+      const check = async (when: string) => {
+        const after = await nics('lv');
+        expect(
+          after.map((n) => [n.id, n.mac, n.tap, n.queues, n.bridge, n.linkUp, n.rate]),
+          when,
+        ).to.deep.equal(
+          before.filter((n) => n.id !== t.id).map((n) => [n.id, n.mac, n.tap, n.queues, bridge, true, n.rate]),
+        );
+        expect(
+          after.every((n) => n.drift.length === 0),
+          when,
+        ).to.equal(true);
+        const now = await slots('lv');
+        for (const id of [a.id, 'fast']) expect(now[id], `${when}: ${id}'s slot`).to.equal(beforeSlots[id]);
+        expect(JSON.parse((await run(['qmp', 'lv', 'query-status'])).stdout)).to.deep.include({ running: true });
+      };
+
+      await run(['stop', 'lv']);
+      const listed = await json<{ name: string; state: string; nics: number }[]>(['vms']);
+      expect(listed).to.deep.include({ ...listed[0], name: 'lv', state: 'stopped', nics: 2 });
+      const started = await run(['start', 'lv']);
+      expect(started.stdout).to.match(new RegExp(`saved NICs back: ${a.id} \\(${a.mac}, tap ${a.tap}, `));
+      await check('after stop + start');
+
+      // a host reboot: QEMU dies without a word, /run is empty again
+      const record = JSON.parse(
+        fs.readFileSync(path.join(env.MQ_HOTPLUG_STATE_DIR!, 'lv', 'vm.json'), 'utf8'),
+      ) as VmRecord;
+      process.kill(record.pid, 'SIGKILL');
+      await pollUntil(() => !qemuAlive(record) && !linkExists(a.tap), 10_000);
+      fs.rmSync(env.MQ_HOTPLUG_STATE_DIR!, { recursive: true, force: true });
+      await run(['start', 'lv']);
+      await check('after a host reboot');
+    });
+  }
+
+  it('start OPTIONS changes a stopped VM saved spec and keeps its NICs; a running VM is refused; undefine', async () => {
+    await start('lv', 'pc', ['--cpus', '2']);
+    const nic = await json<{ id: string; tap: string }>(['add', 'lv', '--queues', '2']);
+    trackLink(nic.tap);
+    const again = await run(['start', 'lv', '--cpus', '4'], 2);
+    expect(again.stderr).to.match(/^mq-hotplug: VM 'lv' is already running \(pid \d+\); stop it first/);
+    expect(definition('lv').spec.cpus).to.equal(2);
+    const refused = await run(['undefine', 'lv'], 2);
+    expect(refused.stderr).to.equal(
+      "mq-hotplug: VM 'lv' is running; stop it first ('mq-hotplug stop lv'), then undefine it\n",
+    );
+    await run(['stop', 'lv']);
+    await run(['start', 'lv', '--cpus', '4']);
+    expect(definition('lv').spec).to.deep.include({ cpus: 4, memory: '128M', bridge });
+    expect((await nics('lv')).map((n) => n.id)).to.deep.equal([nic.id]);
+    expect(JSON.parse((await run(['qmp', 'lv', 'query-cpus-fast'])).stdout)).to.have.length(4);
+    await run(['stop', 'lv']);
+    expect((await run(['undefine', 'lv'])).stdout).to.equal(`undefined lv: ${path.join(config, 'lv.json')} removed\n`);
+    expect(await json<unknown[]>(['vms'])).to.deep.equal([]);
+    expect((await run(['undefine', 'lv'], 2)).stderr).to.match(/^mq-hotplug: VM 'lv' has no definition in /);
+  });
+
+  it('apply: adds, changes the rate in place, converges; a second apply changes nothing; --dry-run changes nothing; a stopped VM: its definition', async () => {
+    await start('lv', 'pc');
+    const spec = (nics: object[]) => {
+      const file = path.join(tempDir('spec'), 'nics.json');
+      fs.writeFileSync(file, JSON.stringify({ nics }));
+      return file;
+    };
+    const first = spec([
+      { id: 'net0', queues: 4, mac: '52:54:00:12:34:56' },
+      { id: 'net1', queues: 2, rate: 50 },
+    ]);
+    const dry = await json<{ changed: boolean; added: string[]; dryRun: boolean }>([
+      'apply',
+      'lv',
+      '-f',
+      first,
+      '--dry-run',
+    ]);
+    expect(dry).to.deep.include({ changed: true, added: ['net0', 'net1'], dryRun: true });
+    expect(await nics('lv')).to.deep.equal([]);
+    expect(await json(['apply', 'lv', '-f', first])).to.deep.equal({
+      changed: true,
+      added: ['net0', 'net1'],
+      removed: [],
+      replaced: [],
+      updated: [],
+      unchanged: [],
+    });
+    const second = await json<{ changed: boolean; unchanged: string[] }>(['apply', 'lv', '-f', first]);
+    expect(second).to.deep.include({ changed: false, unchanged: ['net0', 'net1'] });
+    expect((await run(['apply', 'lv', '-f', first])).stdout).to.equal('no change: lv has exactly these NICs\n');
+
+    const faster = spec([
+      { id: 'net0', queues: 4, mac: '52:54:00:12:34:56' },
+      { id: 'net1', queues: 2, rate: 80 },
+    ]);
+    expect(await json(['apply', 'lv', '-f', faster])).to.deep.include({
+      changed: true,
+      updated: ['net1'],
+      unchanged: ['net0'],
+    });
+    const live = await nics('lv');
+    expect(live.map((n) => [n.id, n.rate, n.drift])).to.deep.equal([
+      ['net0', null, []],
+      ['net1', 80, []],
+    ]);
+    expect(definition('lv').nics.map((n) => [n.id, n.rate])).to.deep.equal([
+      ['net0', undefined],
+      ['net1', 80],
+    ]);
+
+    // stopped: only the definition changes; the next start brings exactly that
+    await run(['stop', 'lv']);
+    const third = spec([
+      { id: 'net0', queues: 4, mac: '52:54:00:12:34:56' },
+      { id: 'net2', queues: 1 },
+    ]);
+    expect(await json(['apply', 'lv', '-f', third])).to.deep.include({
+      changed: true,
+      added: ['net2'],
+      removed: ['net1'],
+      definitionOnly: true,
+    });
+    expect(await json(['apply', 'lv', '-f', third])).to.deep.include({ changed: false });
+    await run(['start', 'lv']);
+    expect((await nics('lv')).map((n) => n.id)).to.deep.equal(['net0', 'net2']);
+    expect(await json(['apply', 'lv', '-f', third])).to.deep.include({ changed: false, unchanged: ['net0', 'net2'] });
+  });
+
+  it('bad specs and tampered definitions: one line naming the problem, exit 2, nothing changed', async () => {
+    await start('lv', 'q35');
+    await run(['stop', 'lv']);
+    const defFile = path.join(config, 'lv.json');
+    const saved = fs.readFileSync(defFile, 'utf8');
+    const specDir = tempDir('spec');
+    const cases: [string, RegExp][] = [
+      ['not json', /^mq-hotplug: spec \S+ is not JSON \(/],
+      ['[]', /must be an object with a "nics" array/],
+      ['{"nics": [], "extra": 1}', /unknown field 'extra'; the spec has only "nics"/],
+      [
+        '{"nics": [{"id": "a", "queues": 1, "colour": "red"}]}',
+        /nics\[0\] has unknown field 'colour'; valid: id, queues, bridge, mac, ifname, vhost, mtu, rate/,
+      ],
+      ['{"nics": [{"queues": 1}]}', /nics\[0\] needs an "id"/],
+      ['{"nics": [{"id": "a", "queues": 1}, {"id": "a", "queues": 2}]}', /NIC id 'a' is given twice/],
+      [
+        '{"nics": [{"id": "a", "queues": 1, "mac": "52:54:00:00:00:01"}, {"id": "b", "queues": 1, "mac": "52:54:00:00:00:01"}]}',
+        /MAC '52:54:00:00:00:01' is given twice/,
+      ],
+      ['{"nics": [{"id": "a", "queues": 999}]}', /invalid queue count '999'/],
+      [
+        JSON.stringify({ nics: ['a', 'b', 'c', 'd', 'e'].map((id) => ({ id, queues: 1 })) }),
+        /5 NICs would not fit in VM 'lv': it has 4 hot-plug slots/,
+      ],
+    ];
+    for (const [text, message] of cases) {
+      const file = path.join(specDir, 'spec.json');
+      fs.writeFileSync(file, text);
+      const r = await run(['apply', 'lv', '-f', file], 2);
+      expect(r.stderr, text).to.match(message);
+      expect(r.stderr.trim().split('\n'), text).to.have.length(1);
+      expect(fs.readFileSync(defFile, 'utf8'), text).to.equal(saved);
+    }
+    // the definition itself tampered with
+    const tamper: [() => void, RegExp][] = [
+      [
+        () => fs.writeFileSync(defFile, '{ broken'),
+        /definition \S+lv\.json is not valid JSON; fix it, or remove it with 'mq-hotplug undefine lv'/,
+      ],
+      [
+        () => fs.writeFileSync(defFile, JSON.stringify({ version: 7, name: 'lv', spec: {}, nics: [] })),
+        /is not a version 1 definition of VM 'lv'/,
+      ],
+      [
+        () => (fs.writeFileSync(defFile, saved), fs.chownSync(defFile, 1234, 1234)),
+        /definition \S+lv\.json is owned by uid 1234, not by us/,
+      ],
+      [
+        () => (fs.rmSync(defFile), fs.symlinkSync('/etc/hostname', defFile)),
+        /definition \S+lv\.json is a symlink; refusing it/,
+      ],
+    ];
+    for (const [spoil, message] of tamper) {
+      spoil();
+      const r = await run(['start', 'lv'], 2);
+      expect(r.stderr).to.match(message);
+      expect(r.stderr.trim().split('\n')).to.have.length(1);
+      expect(fs.readdirSync(env.MQ_HOTPLUG_STATE_DIR!)).to.deep.equal([]); // nothing started
+      fs.rmSync(defFile, { force: true });
+      fs.writeFileSync(defFile, saved, { mode: 0o600 });
+    }
+    const mode = fs.statSync(config).mode & 0o777;
+    expect([mode, fs.statSync(defFile).mode & 0o777]).to.deep.equal([0o700, 0o600]);
+  });
+
+  it('mq-hotplug killed in the middle of an apply: the next apply converges, and the definition matches the VM', async () => {
+    await start('lv', 'pc');
+    const file = path.join(tempDir('spec'), 'nics.json');
+    const wanted = Array.from({ length: 12 }, (_, i) => ({ id: `n${i}`, queues: 4 }));
+    fs.writeFileSync(file, JSON.stringify({ nics: wanted }));
+    const proc = execa(process.execPath, [CLI, 'apply', 'lv', '-f', file], { env, reject: false });
+    trackPid(proc.pid!);
+    // kill it once some NICs are in, most likely in the middle of one
+    await pollUntil(
+      () => ourLinks().length + fs.readdirSync('/sys/class/net').filter((n) => n.startsWith('lv-n')).length > 3,
+      20_000,
+      5,
+    );
+    proc.kill('SIGKILL');
+    await proc;
+    const converged = await json<{ added: string[]; unchanged: string[] }>(['apply', 'lv', '-f', file]);
+    expect([...converged.added, ...converged.unchanged].sort()).to.deep.equal(wanted.map((w) => w.id).sort());
+    // it really died midway: some NICs were in, some were not
+    expect(converged.added.length * converged.unchanged.length, JSON.stringify(converged)).to.be.above(0);
+    const live = await nics('lv');
+    expect(live.map((n) => n.id).sort()).to.deep.equal(wanted.map((w) => w.id).sort());
+    expect(live.every((n) => n.drift.length === 0 && n.bridge === bridge && n.linkUp)).to.equal(true);
+    expect(
+      definition('lv')
+        .nics.map((n) => n.id)
+        .sort(),
+    ).to.deep.equal(wanted.map((w) => w.id).sort());
+    expect(await json(['apply', 'lv', '-f', file])).to.deep.include({ changed: false });
+  });
+});
