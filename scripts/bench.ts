@@ -26,6 +26,7 @@ const ROUNDS = {
   cli: quick ? 5 : 20,
   parallel: quick ? 2 : 5,
   remove: quick ? 5 : 12,
+  apply: quick ? 2 : 8,
 };
 
 const store = new StateStore(tempDir('bench'));
@@ -106,6 +107,42 @@ async function cliFigures(bridge: string, libvirt: Libvirt | undefined): Promise
   await stopVm(store, vm.name);
 }
 
+/**
+ * One `mq-hotplug apply` process putting 28 bridged 8-queue NICs into a fresh VM, against the raw
+ * baseline's 28 adds into another, interleaved round by round with `node -e 0` (apply's share
+ * beyond Node's own start is what the target is about).
+ */
+async function applyFigure(bridge: string): Promise<void> {
+  const spec = `${tempDir('apply')}/nics.json`;
+  fs.writeFileSync(
+    spec,
+    JSON.stringify({ nics: Array.from({ length: 28 }, (_, i) => ({ id: `a${i}`, queues: 8, bridge })) }),
+  );
+  const env = { ...process.env, MQ_HOTPLUG_STATE_DIR: store.root, MQ_HOTPLUG_CONFIG_DIR: `${store.root}-config` };
+  for (let round = 0; round < ROUNDS.apply; round++) {
+    const [baseVm, applyVm] = [await freshVm(bridge), await freshVm(bridge)];
+    const raw = await RawQmp.connect(baseVm.qmp);
+    const doBase = async () => {
+      const [ms] = await time(async () => {
+        for (let i = 0; i < 28; i++) await raw.addNic(i, `${baseVm.name}r${i}`.slice(0, 15), bridge);
+      });
+      record('baseline 28 adds (apply rounds)', ms);
+    };
+    const doApply = async () => {
+      record('node -e 0 (apply rounds)', (await time(() => run(process.execPath, ['-e', '0'])))[0]);
+      record(
+        'cli apply 28 NICs',
+        (await time(() => run(process.execPath, [CLI, 'apply', applyVm.name, '-f', spec], { env })))[0],
+      );
+    };
+    if (round % 2) await doApply().then(doBase);
+    else await doBase().then(doApply);
+    raw.close();
+    await stopVm(store, baseVm.name);
+    await stopVm(store, applyVm.name);
+  }
+}
+
 /** 4 VMs, 8 NICs each, all VMs at once: wall time, baseline vs library. */
 async function parallel(bridge: string): Promise<void> {
   for (let round = 0; round < ROUNDS.parallel; round++) {
@@ -173,6 +210,7 @@ function report(): void {
     ['virsh attach-device (new process per NIC)', 'baseline K=8', 'virsh attach-device, per process'],
     ['cli add (new process per NIC)', 'virsh attach-device (new process per NIC)', 'CLI add vs virsh, per process'],
     ['cli --version', 'node -e 0', 'CLI cold start (--version)'],
+    ['cli apply 28 NICs', 'baseline 28 adds (apply rounds)', 'CLI apply of 28 NICs (whole process)'],
     [
       'remove with guest: device_del to DEVICE_DELETED',
       'remove with guest: whole remove',
@@ -195,6 +233,13 @@ function report(): void {
       `${(s.median / r.median).toFixed(2)}x`,
     ]);
   }
+  if (samples['cli apply 28 NICs']) {
+    const beyond = stats(samples['cli apply 28 NICs']!).median - stats(samples['node -e 0 (apply rounds)']!).median;
+    const base = stats(samples['baseline 28 adds (apply rounds)']!).median;
+    console.log(
+      `apply of 28 NICs beyond 'node -e 0': ${beyond.toFixed(1)} ms; raw 28 adds: ${base.toFixed(1)} ms; ratio ${(beyond / base).toFixed(2)}x`,
+    );
+  }
   const own = stats(samples['cli --version']!).median - stats(samples['node -e 0']!).median;
   console.log(`\nCLI start-up beyond 'node -e 0': ${own.toFixed(1)} ms (median difference)`);
   console.log(
@@ -206,9 +251,15 @@ function report(): void {
 try {
   const bridge = await makeBridge();
   console.log(`bench: QEMU ${QEMU}, pc, no guest (except remove); ${quick ? 'quick' : 'full'} run`);
+  const progress = (what: string) => console.error(`bench: ${what} ...`);
+  progress('per NIC, K=1');
   await perNic(1, ROUNDS.k1, bridge);
+  progress('per NIC, K=8');
   await perNic(8, ROUNDS.k8, bridge);
+  progress('per NIC, K=28');
   await perNic(28, ROUNDS.k28, bridge);
+  progress('apply of 28 NICs');
+  await applyFigure(bridge);
   let libvirt: Libvirt | undefined;
   if (process.env.BENCH_LIBVIRT !== '0') {
     const setup = await setupLibvirt(tempDir('libvirt'), bridge, `${PREFIX}lv`);
@@ -216,11 +267,14 @@ try {
     else libvirt = setup;
   }
   try {
+    progress('CLI per process');
     await cliFigures(bridge, libvirt);
   } finally {
     await libvirt?.teardown();
   }
+  progress('4 VMs in parallel');
   await parallel(bridge);
+  progress('remove with a guest');
   await removeWithGuest(bridge);
   report();
   fs.writeFileSync('bench-results.json', JSON.stringify({ date: new Date().toISOString(), samples }, null, 1));

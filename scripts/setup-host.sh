@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what mq-hotplug's demo and tests need on a fresh Debian machine, only what is missing:
-# QEMU, iproute2, and the tools the guest builder uses; refreshes apt's lists when they lack the
-# guest's kernel package. Needs root.
+# QEMU, iproute2, the tools the guest builder uses, and for the fleet tests ansible-core and
+# systemd-analyze; refreshes apt's lists when they lack the guest's kernel package. Needs root.
 set -euo pipefail
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v xz >/dev/null || missing+=(xz-utils)
 command -v gzip >/dev/null || missing+=(gzip)
+command -v tc >/dev/null || missing+=(iproute2)
+# the fleet tests: the Ansible example, and systemd-analyze for the unit template
+command -v ansible-playbook >/dev/null || missing+=(ansible-core)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 updated=no
 if ! apt-cache depends linux-image-amd64 2>/dev/null | grep -q 'Depends: linux-image-[0-9]'; then
   apt-get update -q >&2

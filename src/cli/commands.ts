@@ -124,6 +124,7 @@ export async function start(
   checkSpec(spec);
   const running = store.list().includes(vm) ? safeRecord(store, vm) : undefined;
   if (running && qemuAlive(running)) {
+    if (o.ifNotRunning) return void process.stdout.write(`${vm} is already running (pid ${running.pid})\n`);
     throw new UsageError(`VM '${vm}' is already running (pid ${running.pid}); stop it first or pick another name`);
   }
   const { record, nics } = await startDefined(store, definitions, {
@@ -283,12 +284,9 @@ export async function vms(o: { json?: boolean }, g: GlobalOptions): Promise<void
     }
   }
   for (const name of defined) {
-    if (rows.some((r) => r.name === name && r.state !== 'dead')) continue;
+    if (rows.some((r) => r.name === name)) continue; // running, or dead with stale state to clean up
     const def = definitions.read(name)!;
-    const at = rows.findIndex((r) => r.name === name);
-    const row = { name, pid: null, state: 'stopped', spec: def.spec, nics: def.nics.length, qmp: null, defined: true };
-    if (at >= 0) rows[at] = row;
-    else rows.push(row);
+    rows.push({ name, pid: null, state: 'stopped', spec: def.spec, nics: def.nics.length, qmp: null, defined: true });
   }
   rows.sort((a, b) => a.name.localeCompare(b.name));
   if (o.json)

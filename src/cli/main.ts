@@ -14,7 +14,9 @@ const collect = (value: string, previous: string[] = []) => [...previous, value]
 /** The options the user gave on the command line (not defaults): what `start` changes in a saved spec. */
 function givenOptions(cmd: Command): Set<string> {
   return new Set(
-    cmd.options.map((o) => o.attributeName()).filter((k) => k !== 'json' && cmd.getOptionValueSource(k) === 'cli'),
+    cmd.options
+      .map((o) => o.attributeName())
+      .filter((k) => !['json', 'ifNotRunning'].includes(k) && cmd.getOptionValueSource(k) === 'cli'),
   );
 }
 
@@ -70,6 +72,7 @@ export function buildProgram(): Command {
     .option('--qemu <path>', 'QEMU binary', 'qemu-system-x86_64')
     .option('--qemu-arg <arg>', 'extra QEMU argument, passed as is (repeatable)', collect, [])
     .option('--bridge <bridge>', 'default bridge for add')
+    .option('--if-not-running', 'a VM that is already running is not an error (for service managers)')
     .option('--json', 'print the VM record as JSON')
     .action(async (vm, opts, cmd) =>
       (await import('./commands.js')).start(vm, opts, cmd.optsWithGlobals(), givenOptions(cmd)),

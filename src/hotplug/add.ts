@@ -328,7 +328,7 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
   ]);
   if (n.status === 'rejected') {
     if (ctx.qmp.isReady) ctx.record.forgetNic(id); // nothing was made; with QMP lost, recovery judges later
-    throw await failure(ctx, 'netdev_add', n.reason as Error);
+    throw await failure(ctx, 'netdev_add', n.reason as Error, plan);
   }
   if (d.status === 'rejected') throw await undo(ctx, 'device_add', d.reason as Error, plan, false);
 
@@ -394,6 +394,7 @@ async function failure(
 ): Promise<HotplugError> {
   if (ctx.qmp.isReady) return new HotplugError(step, cause, report);
   if (await ctx.record.qemuExited()) {
+    if (plan) ctx.record.forgetNic(plan.id); // nothing of it is left to recover
     return new HotplugError(
       step,
       new Error(

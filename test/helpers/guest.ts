@@ -200,6 +200,35 @@ export class Guest {
     return { rc: Number(/rc=(\d+)/.exec(end)?.[1] ?? -1), output };
   }
 
+  /**
+   * A host reboot as the guest lives it: QEMU killed with SIGKILL, the runtime state directory wiped
+   * (/run is a tmpfs), then `mq-hotplug start <name>` from the saved definition. Resolves once the
+   * new guest said READY; `nics` then holds only what the new guest reports.
+   */
+  async rebootHost(): Promise<void> {
+    const record = JSON.parse(
+      fs.readFileSync(path.join(this.options.stateDir, this.options.name, 'vm.json'), 'utf8'),
+    ) as {
+      pid: number;
+    };
+    process.kill(record.pid, 'SIGKILL');
+    for (let i = 0; i < 250 && fs.existsSync(`/proc/${record.pid}`); i++) await sleep(20);
+    fs.rmSync(this.options.stateDir, { recursive: true, force: true });
+    this.restarted();
+    const r = await cli(['start', this.options.name], this.env);
+    if (r.exitCode !== 0) throw new Error(`start ${this.options.name} after the reboot failed: ${r.stderr}`);
+    await this.waitForLine((l) => l.startsWith('MQH READY'), this.options.bootTimeoutMs ?? 60_000);
+  }
+
+  /** Forgets what the previous QEMU's guest printed (a new serial log starts from scratch). */
+  restarted(): void {
+    this.offset = 0;
+    this.partial = '';
+    this.lines = [];
+    this.nics.clear();
+    this.gone.length = 0;
+  }
+
   /** Waits until the guest's interface has its IPv6 link-local address (DAD done): it can send from it. */
   async waitLinkLocal(ifname: string, timeoutMs = 20_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;

@@ -55,6 +55,7 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
           accel: record.spec.accel,
           nics: 0,
           qmp: record.qmp,
+          defined: true, // start defines a new VM
         },
       ]);
       const stopped = await cli(['stop', 'vm1'], env);
