@@ -424,6 +424,8 @@ export async function add(
   }
   const r = await withController(vm, g, (c) => c.addNic(request), true); // ip's start-up overlaps the connect
   for (const n of r.notes) note(n);
+  // one rule in both modes: asked to wait for the guest, an add the guest did not take exits 1
+  if (r.guestReady === false) process.exitCode = 1;
   if (o.json)
     return printJson({
       ...r,
@@ -435,12 +437,12 @@ export async function add(
       `${r.mtu ? `, mtu ${r.mtu}` : ''}${r.guestMtu ? ` (guest ${r.guestMtu})` : ''}${r.rate ? `, rate ${r.rate} Mbit/s` : ''}\n`,
   );
   if (r.guestReady !== undefined) {
+    const link = r.guestLinkUp ? 'link up' : 'link not up yet (the guest has no network configuration for it?)';
     process.stdout.write(
       r.guestReady
-        ? `guest took ${r.id}: ${r.activeQueues ?? '?'} of ${r.queues} queue pairs active\n`
-        : `guest did not take ${r.id} within the wait (no NIC_RX_FILTER_CHANGED); ${r.activeQueues ?? '?'} queue pairs active\n`,
+        ? `guest driver took ${r.id} after ${Math.round(r.timings.guestWait ?? 0)} ms: ${r.activeQueues ?? '?'} of ${r.queues} queue pairs active, ${link}\n`
+        : `guest driver did not take ${r.id} within the wait; ${r.activeQueues ?? '?'} queue pairs active\n`,
     );
-    if (!r.guestReady) process.exitCode = 1;
   }
 }
 

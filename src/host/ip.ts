@@ -152,6 +152,15 @@ export function readLink(name: string): LinkInfo | undefined {
   }
 }
 
+/** A tun/tap device's flags from sysfs (tun_flags, e.g. 0x1102), or undefined when it is not one. */
+export function tunFlags(name: string): number | undefined {
+  try {
+    return Number.parseInt(readFileSync(`${SYS_NET}/${checkIfname(name)}/tun_flags`, 'utf8'), 16);
+  } catch {
+    return undefined;
+  }
+}
+
 /** A link's MTU, from sysfs; undefined when it does not exist. */
 export function linkMtu(name: string): number | undefined {
   try {

@@ -11,6 +11,7 @@ import {
   linkExists,
   linkMtu,
   readLink,
+  tunFlags,
   showLink,
   showLinks,
   vhostNetUsable,
@@ -106,6 +107,7 @@ export class LinuxHost implements HostPort {
   readonly findIp = findIp;
   readonly linkExists = linkExists;
   readonly linkMtu = linkMtu;
+  readonly tunFlags = tunFlags;
   readonly tc = tcBatch;
   readonly qdiscs = showQdiscs;
 

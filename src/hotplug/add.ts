@@ -12,22 +12,34 @@ import { randomBytes } from 'node:crypto';
 import { decideVhost, type VhostMode } from '../host/ip.js';
 import { checkChoice, checkIfname, checkInt, checkMac, checkQemuId } from '../host/validate.js';
 import { UsageError } from '../errors.js';
+import { QmpCommandError } from '../qmp/errors.js';
 import { forDevice, nextEvent } from '../qmp/events.js';
+import { sleep } from '../util/time.js';
 import type { NicDefinition } from '../qemu/definition.js';
 import { type NicSpec, nicRecord } from '../qemu/state.js';
 import type { HostPort, HotplugContext } from './context.js';
 import { HotplugError, NOTHING_UNDONE, type RollbackReport } from './errors.js';
 import { fromController } from './events.js';
 import { filter } from 'rxjs';
-import { type LiveVm, type Slot, inspectVm, nicMacs, tapsOfNetdevs } from './inspect.js';
+import { type LiveVm, type Slot, inspectVm, nicProps, tapsOfNetdevs } from './inspect.js';
 import { type Port, attachLine, portCommands, removeIfb, resetShaping, tapMacOf } from './port.js';
 import { rollbackNic } from './remove.js';
 
 export const MAX_QUEUES = 256; // MAX_TAP_QUEUES in the kernel's tun driver
+/**
+ * MSI-X vectors the NICs of one VM may take in all. Under KVM every vector a guest enables takes
+ * an interrupt route, and KVM gives a VM at most KVM_MAX_IRQ_ROUTES = 4096 (include/linux/kvm_host.h);
+ * QEMU dies when it runs out (seen around the 20th multiqueue NIC of a 100-vCPU VM). 256 routes are
+ * kept for the VM's other devices and the IOAPIC's pins.
+ */
+export const MSIX_BUDGET = 4096 - 256;
+/** tun's IFF_MULTI_QUEUE flag (include/uapi/linux/if_tun.h), as sysfs shows it in tun_flags. */
+const IFF_MULTI_QUEUE = 0x0100;
 /** A hung ip must not hang the add: past this, bridging counts as failed and the NIC is rolled back. */
 const BRIDGING_TIMEOUT_MS = 30_000;
 
 export interface AddRequest {
+  /** queue pairs, or 'auto': one per vCPU (as Incus does) */
   queues: number | string;
   /** undefined: the VM's default bridge; null or '': no bridge, only set the tap up. */
   bridge?: string | null;
@@ -78,6 +90,8 @@ export interface AddTimings {
   confirm: number;
   /** the four above (a guest wait is not part of the add) */
   total: number;
+  /** with waitGuestMs: how long the guest took to bind its driver (or the whole wait) */
+  guestWait?: number;
 }
 
 export interface AddResult extends NicSpec {
@@ -85,7 +99,12 @@ export interface AddResult extends NicSpec {
   tapMac: string;
   notes: string[];
   timings: AddTimings;
+  /** with waitGuestMs: the guest's driver took the NIC (DRIVER_OK), within the wait */
   guestReady?: boolean;
+  /** ...and had set the link up by then (NIC_RX_FILTER_CHANGED); a guest with no config for the NIC never does */
+  guestLinkUp?: boolean;
+  /** ...and negotiated multiqueue (VIRTIO_NET_F_MQ) */
+  guestMq?: boolean;
   activeQueues?: number;
 }
 
@@ -105,8 +124,13 @@ export interface CheckedRequest {
  * by `add` and `apply` (which checks every NIC before it changes anything). `defaultBridge` is
  * the VM's, taken when the request names none.
  */
-export function checkRequest(host: HostPort, request: AddRequest, defaultBridge: string | null): CheckedRequest {
-  const queues = checkInt(request.queues, 'queue count', 1, MAX_QUEUES);
+export function checkRequest(
+  host: HostPort,
+  request: AddRequest,
+  defaultBridge: string | null,
+  cpus?: number,
+): CheckedRequest {
+  const queues = resolveQueues(request.queues, cpus);
   if (request.id !== undefined) checkQemuId(request.id, 'NIC id');
   if (request.ifname !== undefined) checkIfname(request.ifname, 'tap name');
   const mac = request.mac === undefined ? undefined : checkMac(request.mac);
@@ -135,12 +159,23 @@ export function checkRequest(host: HostPort, request: AddRequest, defaultBridge:
   return { queues, mac, vhostMode, guestMtu, rate, bridge };
 }
 
+/** A queue count, or 'auto': one pair per vCPU (at most the tap's 256). */
+export function resolveQueues(value: number | string, cpus?: number): number {
+  if (value === 'auto') {
+    if (cpus === undefined) throw new UsageError(`queues 'auto' needs the VM's vCPU count, which is not known here`);
+    return Math.min(cpus, MAX_QUEUES);
+  }
+  return checkInt(value, 'queue count', 1, MAX_QUEUES);
+}
+
 /** All checks and choices; throws UsageError (nothing sent, nothing changed) on bad input. */
 export async function planNic(ctx: HotplugContext, request: AddRequest, live?: LiveVm): Promise<AddPlan> {
   const { host } = ctx;
   const notes: string[] = [];
   const record = ctx.record.read();
-  const checked = checkRequest(host, request, record?.spec.bridge ?? null);
+  // 'auto' queues need the vCPUs: the record knows them for our VMs, QEMU for the others
+  if (request.queues === 'auto' && !record) live ??= await inspectVm(ctx.qmp, { askCpus: true });
+  const checked = checkRequest(host, request, record?.spec.bridge ?? null, record?.spec.cpus ?? live?.cpus);
   const { queues, vhostMode, guestMtu, rate, bridge } = checked;
   const requestedMac = checked.mac;
   // The tap takes its bridge's MTU (a smaller one would shrink the bridge); --mtu tells the guest.
@@ -170,9 +205,21 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
   if (taken(id)) throw new UsageError(`NIC id '${id}' is already used in VM '${ctx.vm}'; pick another --id`);
   const netdev = `nd-${id}`;
 
-  // MACs: ours from the record (a device's MAC cannot change), others asked of QEMU
-  const unrecorded = live.nicIds.filter((nicId) => !recordedIds.has(nicId));
-  const macs = new Set([...(record?.nics.map((n) => n.mac) ?? []), ...(await nicMacs(ctx.qmp, unrecorded))]);
+  // MACs and MSI-X vectors: ours from the record (a device cannot change them), others asked of QEMU
+  const unrecorded = await nicProps(
+    ctx.qmp,
+    live.nicIds.filter((nicId) => !recordedIds.has(nicId)),
+  );
+  const macs = new Set([...(record?.nics.map((n) => n.mac) ?? []), ...unrecorded.map((n) => n.mac)]);
+  const vectors = 2 * queues + 2; // one per rx and tx queue, one for config, one for control
+  const used = [...(record?.nics ?? []), ...unrecorded].reduce((sum, n) => sum + n.vectors, 0);
+  if (used + vectors > MSIX_BUDGET) {
+    throw new UsageError(
+      `a ${queues}-queue NIC needs ${vectors} MSI-X vectors (2N+2); the NICs of VM '${ctx.vm}' have ${used}, and ` +
+        `${used + vectors} would pass the budget of ${MSIX_BUDGET} (KVM routes at most 4096 interrupts per VM; ` +
+        `256 are kept for its other devices); use fewer queues`,
+    );
+  }
   let mac: string;
   if (requestedMac !== undefined) {
     if (macs.has(requestedMac))
@@ -181,8 +228,18 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
   } else mac = randomMac(macs);
 
   const tap = request.ifname ?? defaultTapName(ctx.vm, id, host.linkExists);
-  if (host.linkExists(tap))
+  if (host.linkExists(tap)) {
+    const flags = host.tunFlags(tap);
+    if (flags !== undefined && !(flags & IFF_MULTI_QUEUE)) {
+      // the trap that brings people here: a tap made by hand cannot carry queues=N
+      throw new UsageError(
+        `tap name '${tap}' is taken by a tap made without multi_queue (tunctl, or 'ip tuntap add' without ` +
+          `multi_queue), which QEMU cannot open with ${queues} queues; mq-hotplug lets QEMU make its own tap: ` +
+          `delete it ('ip link del ${tap}') or pick another --ifname`,
+      );
+    }
     throw new UsageError(`tap name '${tap}' is already taken by a host interface; pick another --ifname`);
+  }
 
   const slot = request.slot ? live.free.find((f) => sameSlot(f, request.slot!)) : live.free[0];
   if (request.slot && !slot) {
@@ -198,7 +255,6 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
     );
   }
 
-  const vectors = 2 * queues + 2; // one per rx and tx queue, one for config, one for control
   const { bus, addr } = slot;
   const ifb = rate === undefined ? undefined : freeLinkName('mqi', host.linkExists);
   const port: Port & { tapMac: string } = { tap, mac, tapMac: tapMacOf(mac), bridge, mtu, rate, ifb };
@@ -306,11 +362,16 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
   const { id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, addr, notes, tapMac, mtu, guestMtu, rate, ifb } =
     plan;
   const [netdevCmd, deviceCmd] = plan.commands;
-  // Subscribed before device_add: the guest may take the NIC before device_add's answer is read.
-  const guestTook =
+  // Subscribed before device_add: the guest may set the link up before device_add's answer is read.
+  let linkUp = false;
+  const linkUpSeen =
     waitGuestMs !== undefined
       ? nextEvent(ctx.events$, 'NIC_RX_FILTER_CHANGED', (e) => e.source === 'qemu' && e.data.name === id, waitGuestMs)
       : undefined;
+  linkUpSeen?.then(
+    () => (linkUp = true),
+    () => {},
+  );
   const bridged = nextEvent(
     ctx.events$.pipe(filter(fromController)),
     ['NIC_BRIDGED', 'NIC_BRIDGE_FAILED'],
@@ -368,14 +429,59 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
     notes,
     timings,
   };
-  if (guestTook) {
-    result.guestReady = await guestTook.then(
-      () => true,
-      () => false,
-    );
+  if (waitGuestMs !== undefined) {
+    const t4 = performance.now();
+    const driver = await waitForDriver(ctx, id, waitGuestMs, linkUpSeen!);
+    Object.assign(result, {
+      guestReady: driver.ready,
+      guestLinkUp: linkUp,
+      ...(driver.mq !== undefined ? { guestMq: driver.mq } : {}),
+    });
+    result.timings.guestWait = performance.now() - t4;
     result.activeQueues = (await ctx.host.showLink(tap))?.numQueues;
   }
   return result;
+}
+
+/**
+ * Waits until the guest's virtio-net driver has taken the NIC: the device's status has DRIVER_OK
+ * (x-query-virtio-status, QEMU 7.2+). This does not depend on the guest's network configuration,
+ * unlike NIC_RX_FILTER_CHANGED, which comes only once the guest sets the link up (a guest with no
+ * config for a new NIC never does): that one is reported apart, as guestLinkUp. A QEMU without the
+ * command falls back to NIC_RX_FILTER_CHANGED. `mq` says whether the driver negotiated multiqueue.
+ */
+async function waitForDriver(
+  ctx: HotplugContext,
+  id: string,
+  timeoutMs: number,
+  linkUp: Promise<unknown>,
+): Promise<{ ready: boolean; mq?: boolean }> {
+  const path = `/machine/peripheral/${id}/virtio-backend`;
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    let status: { status: { statuses: string[] }; 'guest-features'?: { 'dev-features'?: string[] } };
+    try {
+      status = await ctx.qmp.execute('x-query-virtio-status', { path });
+    } catch (e) {
+      if (e instanceof QmpCommandError && e.errorClass === 'CommandNotFound') {
+        return {
+          ready: await linkUp.then(
+            () => true,
+            () => false,
+          ),
+        };
+      }
+      throw e;
+    }
+    if (status.status.statuses.some((s) => s.startsWith('VIRTIO_CONFIG_S_DRIVER_OK'))) {
+      return {
+        ready: true,
+        mq: (status['guest-features']?.['dev-features'] ?? []).some((f) => f.startsWith('VIRTIO_NET_F_MQ')),
+      };
+    }
+    if (performance.now() >= deadline) return { ready: false };
+    await sleep(Math.min(100, deadline - performance.now()));
+  }
 }
 
 const attachStep = (plan: AddPlan) =>

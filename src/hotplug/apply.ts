@@ -25,6 +25,7 @@ import {
   nicDefinition,
   randomMac,
   recoverAdds,
+  resolveQueues,
 } from './add.js';
 import type { HotplugContext } from './context.js';
 import { inspectVm, liveNics } from './inspect.js';
@@ -179,6 +180,11 @@ function resultOf(plan: Plan, extra: Partial<ApplyResult> = {}): ApplyResult {
   return { changed, ...result, ...extra };
 }
 
+/** The spec with 'auto' queues resolved to the VM's vCPUs, so that it compares with what the VM has. */
+function withQueues(spec: NicWanted[], cpus: number | undefined): NicWanted[] {
+  return spec.map((w) => (w.queues === 'auto' ? { ...w, queues: resolveQueues('auto', cpus) } : w));
+}
+
 /** The add request for a wanted NIC; a replaced NIC keeps its MAC and tap unless the spec names others. */
 function requestOf(w: NicWanted, keep?: CurrentNic): AddRequest {
   return {
@@ -196,13 +202,15 @@ function requestOf(w: NicWanted, keep?: CurrentNic): AddRequest {
 /** Applies the spec to a running VM (ours or given by --qmp), under its lock. */
 export async function applyLive(
   ctx: HotplugContext,
-  wanted: NicWanted[],
+  spec: NicWanted[],
   { dryRun = false, removeTimeoutMs = 10_000 } = {},
 ): Promise<ApplyResult> {
   return ctx.record.locked(async () => {
     await recoverAdds(ctx);
     const record = ctx.record.read();
     const defaultBridge = record?.spec.bridge ?? null;
+    const cpus = record?.spec.cpus ?? (await inspectVm(ctx.qmp, { askCpus: true })).cpus;
+    const wanted = withQueues(spec, cpus);
     for (const w of wanted) checkRequest(ctx.host, requestOf(w), defaultBridge);
     const current = record ? currentFromRecord(record.nics) : await currentFromQemu(ctx);
     const plan = planApply(current, wanted, defaultBridge);
@@ -230,11 +238,12 @@ export async function applyLive(
 /** A defined VM that is not running: only its definition changes (MACs and taps are chosen now, slots at start). */
 export function applyDefinition(
   def: VmDefinition,
-  wanted: NicWanted[],
+  spec: NicWanted[],
   host: HotplugContext['host'],
   { dryRun = false } = {},
 ): { result: ApplyResult; definition: VmDefinition } {
   const defaultBridge = def.spec.bridge ?? null;
+  const wanted = withQueues(spec, def.spec.cpus);
   for (const w of wanted) checkRequest(host, requestOf(w), defaultBridge);
   const plan = planApply(def.nics.map(currentFromDefinition), wanted, defaultBridge);
   if (def.spec.machine === 'q35' && wanted.length > def.spec.hotplugSlots) {

@@ -49,6 +49,8 @@ export interface HostPort {
   findTc(): string | undefined;
   linkExists(name: string): boolean;
   linkMtu(name: string): number | undefined;
+  /** A tun/tap device's flags (IFF_*), or undefined when the link is not one. */
+  tunFlags(name: string): number | undefined;
   isBridge(name: string): boolean;
   vhostNetUsable(): boolean;
   /** MAC, MTU, master and up from sysfs, no exec (multiQueue and queue counts need showLink). */

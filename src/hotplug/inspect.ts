@@ -95,13 +95,14 @@ export interface LiveNic {
  * MACs of the given NICs. query-rx-filter would give them in one command, but it carries each NIC's
  * whole VLAN table (4096 entries): its cost grew with every NIC. qom-get is small, and pipelined.
  */
-export function nicMacs(qmp: QmpPort, ids: string[]): Promise<string[]> {
+export function nicProps(qmp: QmpPort, ids: string[]): Promise<{ id: string; mac: string; vectors: number }[]> {
+  const get = <T>(id: string, property: string) =>
+    qmp.execute<T>('qom-get', { path: `/machine/peripheral/${id}`, property });
   return Promise.all(
-    ids.map((id) =>
-      qmp
-        .execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'mac' })
-        .then((m) => m.toLowerCase()),
-    ),
+    ids.map(async (id) => {
+      const [mac, vectors] = await Promise.all([get<string>(id, 'mac'), get<number>(id, 'vectors')]);
+      return { id, mac: mac.toLowerCase(), vectors };
+    }),
   );
 }
 

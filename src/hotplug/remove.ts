@@ -71,8 +71,10 @@ async function unplugDevice(ctx: HotplugContext, id: string, timeoutMs: number):
       await ctx.qmp.execute('device_del', { id });
     } catch (e) {
       if (e instanceof QmpCommandError && e.errorClass === 'DeviceNotFound') return true;
-      // native PCIe refuses a second device_del while the first is in progress: keep waiting
-      if (!(e instanceof QmpCommandError && /already in the process of unplug/.test(e.desc))) throw e;
+      // native PCIe refuses a second device_del while the first is in progress ("already in the
+      // process of unplug"), and while the guest's 5 s attention wait runs ("guest is busy (power
+      // indicator blinking)"): the unplug is under way, keep waiting
+      if (!(e instanceof QmpCommandError && /already in the process of unplug|guest is busy/.test(e.desc))) throw e;
     }
     await within(
       deleted.catch(() => {}),

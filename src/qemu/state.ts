@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { StateError } from '../errors.js';
 import { envMs } from '../util/time.js';
+import { appendLine } from './eventlog.js';
 import { lockKey, withVmLock } from './lock.js';
 import type { VmPaths, VmSpec } from './spec.js';
 
@@ -217,16 +218,7 @@ export class StateStore {
 
   /** Appends one line to the VM's controller event log (for watchers in other processes). */
   appendEvent(name: string, event: object): void {
-    const fd = fs.openSync(
-      this.eventLogPath(name),
-      fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW,
-      0o600,
-    );
-    try {
-      fs.writeSync(fd, JSON.stringify({ ...event, pid: process.pid }) + '\n');
-    } finally {
-      fs.closeSync(fd);
-    }
+    appendLine(this.eventLogPath(name), JSON.stringify({ ...event, pid: process.pid }));
   }
 }
 

@@ -56,6 +56,10 @@ export interface BootOptions {
   bridge?: string;
   hotplugSlots?: number;
   bootTimeoutMs?: number;
+  /** more kernel command line, e.g. mqh.noup (the guest leaves new links down) */
+  append?: string;
+  /** more QEMU arguments */
+  qemuArgs?: string[];
 }
 
 export class Guest {
@@ -97,12 +101,13 @@ export class Guest {
         '--initrd',
         initrd,
         '--append',
-        'console=ttyS0 quiet loglevel=1 panic=-1',
+        `console=ttyS0 quiet loglevel=1 panic=-1${options.append ? ` ${options.append}` : ''}`,
         '--serial',
         serial,
         '--hotplug-slots',
         String(options.hotplugSlots ?? 4),
         ...(options.bridge ? ['--bridge', options.bridge] : []),
+        ...(options.qemuArgs ?? []).map((a) => `--qemu-arg=${a}`),
       ];
       const started = await cli(args, { MQ_HOTPLUG_STATE_DIR: options.stateDir });
       if (started.exitCode !== 0) throw new Error(`start failed: ${started.stderr}`);
@@ -205,7 +210,7 @@ export class Guest {
    * (/run is a tmpfs), then `mq-hotplug start <name>` from the saved definition. Resolves once the
    * new guest said READY; `nics` then holds only what the new guest reports.
    */
-  async rebootHost(): Promise<void> {
+  async rebootHost(wipe = this.options.stateDir): Promise<void> {
     const record = JSON.parse(
       fs.readFileSync(path.join(this.options.stateDir, this.options.name, 'vm.json'), 'utf8'),
     ) as {
@@ -213,11 +218,16 @@ export class Guest {
     };
     process.kill(record.pid, 'SIGKILL');
     for (let i = 0; i < 250 && fs.existsSync(`/proc/${record.pid}`); i++) await sleep(20);
-    fs.rmSync(this.options.stateDir, { recursive: true, force: true });
+    fs.rmSync(wipe, { recursive: true, force: true });
     this.restarted();
     const r = await cli(['start', this.options.name], this.env);
     if (r.exitCode !== 0) throw new Error(`start ${this.options.name} after the reboot failed: ${r.stderr}`);
     await this.waitForLine((l) => l.startsWith('MQH READY'), this.options.bootTimeoutMs ?? 60_000);
+  }
+
+  /** As rebootHost, for a VM that shares its state directory with others: only its own runtime state goes. */
+  async rebootVm(): Promise<void> {
+    return this.rebootHost(path.join(this.options.stateDir, this.options.name));
   }
 
   /** Forgets what the previous QEMU's guest printed (a new serial log starts from scratch). */

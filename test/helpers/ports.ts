@@ -317,6 +317,11 @@ export class World {
       findTc: () => (this.options.ipInstalled === false ? undefined : '/sbin/tc'),
       linkExists: (name) => links.has(name),
       linkMtu: (name) => (links.has(name) ? (links.get(name)!.mtu ?? 1500) : undefined),
+      // a tap QEMU made with queues > 1 is multi_queue (0x0100); one made by hand (tunctl) is not
+      tunFlags: (name) => {
+        const l = links.get(name);
+        return l?.kind === 'tap' ? 0x1002 | ((l.queues ?? 1) > 1 ? 0x0100 : 0) : undefined;
+      },
       isBridge: (name) => links.get(name)?.kind === 'bridge',
       vhostNetUsable: () => this.options.vhostNet ?? false,
       readLink: (name) => info(name),

@@ -1,8 +1,9 @@
 /**
  * A seeded random soak against real QEMU VMs with real guests: adds with valid and invalid options,
- * removes, nics, concurrent adds on two VMs, and injected faults (a failing `ip`). After every step
- * the invariants must hold: the VM's QOM NICs, its netdevs, the host's taps and bridge ports and
- * the records agree, and no VM died. A failure names the seed and the step, so it can be replayed.
+ * removes, nics, concurrent adds on two VMs, applies of random specs, host reboots (QEMU killed,
+ * /run wiped, start by name), and injected faults (a failing `ip`). After every step the invariants
+ * must hold: the VM's QOM NICs, its netdevs, the host's taps and bridge ports, the records and the
+ * definitions agree, and no VM died. A failure names the seed and the step, so it can be replayed.
  */
 import fs from 'node:fs';
 import { Controller } from '../../src/hotplug/controller.js';
@@ -12,7 +13,9 @@ import { liveNics } from '../../src/hotplug/inspect.js';
 import { showLinks } from '../../src/host/ip.js';
 import { UsageError } from '../../src/errors.js';
 import { StateStore, qemuAlive } from '../../src/qemu/state.js';
-import { PREFIX, addOntoVanishingBridge, makeBridge, tempDir } from './env.js';
+import { applyLive, type NicWanted } from '../../src/hotplug/apply.js';
+import { DefinitionStore } from '../../src/qemu/definition.js';
+import { PREFIX, addOntoVanishingBridge, configDirOf, makeBridge, tempDir } from './env.js';
 import { prng } from './fake-qmp.js';
 import { Guest } from './guest.js';
 
@@ -40,7 +43,9 @@ export async function soak(
     Guest.boot({ name: `${PREFIX}a`, stateDir, cpus: 2, machine: 'pc', bridge: bridges[0] }),
     Guest.boot({ name: `${PREFIX}b`, stateDir, cpus: 2, machine: 'q35', hotplugSlots: 8, bridge: bridges[1] }),
   ]);
-  const vms = await Promise.all(guests.map((g) => Controller.open({ name: g.options.name, store })));
+  const definitions = new DefinitionStore(configDirOf(stateDir)); // where the guests' `start` defined them
+  const open = (g: Guest) => Controller.open({ name: g.options.name, store, definitions });
+  const vms = await Promise.all(guests.map(open));
 
   const validAdd = (): AddRequest => {
     const request: AddRequest = { queues: pick([1, 2, 3, 4, 8, 16]) };
@@ -84,6 +89,16 @@ export async function soak(
       const netdevs = [
         ...new Set([...info.matchAll(/^[\s\\]*([^\s:]+): index=\d+,type=tap/gm)].map((m) => m[1]!)),
       ].sort();
+      // what lasts: the definition holds exactly the record's NICs, as they are
+      const kept = (n: { id: string; mac: string; tap: string; queues: number; bridge?: string | null }) =>
+        `${n.id}/${n.mac}/${n.tap}/${n.queues}/${n.bridge ?? '-'}`;
+      const defined = definitions.read(vm.name)!.nics.map(kept).sort();
+      const inRecord = record.nics
+        .filter((n) => n.state === 'active')
+        .map(kept)
+        .sort();
+      if (defined.join() !== inRecord.join())
+        throw new Error(`step ${step} (${what}): ${vm.name} definition [${defined}] but record [${inRecord}]`);
       const recordedNetdevs = record.nics.map((n) => n.netdev).sort();
       if (netdevs.join() !== recordedNetdevs.join())
         throw new Error(`step ${step} (${what}): ${vm.name} netdevs [${netdevs}] but record [${recordedNetdevs}]`);
@@ -138,9 +153,26 @@ export async function soak(
     }
   }
 
+  /** A spec made from the VM's NICs: some kept, some with other queues (replaced), one dropped, one new. */
+  const randomSpec = (
+    nics: { id: string; queues: number; bridge?: string; mac: string }[],
+    step: number,
+  ): NicWanted[] => {
+    const wanted: NicWanted[] = [];
+    for (const n of nics) {
+      const r = random();
+      if (r < 0.25) continue; // removed
+      const queues = r < 0.45 ? pick([1, 2, 4]) : n.queues; // replaced when it differs
+      wanted.push({ id: n.id, queues, bridge: n.bridge ?? null, mac: n.mac });
+    }
+    if (random() < 0.7) wanted.push({ id: `ap${step}`, queues: pick([1, 2, 4, 8]), bridge: pick([...bridges, null]) });
+    return wanted;
+  };
+
   try {
     for (let step = 1; step <= operations; step++) {
-      const vm = pick(vms);
+      const at = Math.floor(random() * vms.length);
+      const vm = vms[at]!;
       const nics = store.read(vm.name)!.nics;
       const r = random();
       let what: string;
@@ -159,9 +191,36 @@ export async function soak(
       } else if (r < 0.88) {
         await vm.listNics();
         what = 'nics';
-      } else if (r < 0.95) {
+      } else if (r < 0.92) {
         const outcomes = await Promise.all(vms.map((v) => tryAdd(v, validAdd(), true)));
         what = `concurrent adds: ${outcomes.join(', ')}`;
+      } else if (r < 0.96) {
+        const wanted = randomSpec(nics, step);
+        try {
+          const result = await applyLive(vm.context, wanted, { removeTimeoutMs: 15_000 });
+          const ids = store
+            .read(vm.name)!
+            .nics.map((n) => n.id)
+            .sort();
+          if (
+            ids.join() !==
+            wanted
+              .map((w) => w.id)
+              .sort()
+              .join()
+          )
+            throw new Error(`apply left [${ids}], spec [${wanted.map((w) => w.id)}]`);
+          what = result.changed ? 'apply changed' : 'apply unchanged';
+        } catch (e) {
+          if (!(e instanceof UsageError && /would not fit|already used/.test(e.message))) throw e;
+          what = 'apply refused (slots or clash)';
+        }
+      } else if (r < 0.975) {
+        // a host reboot: QEMU killed, /run wiped for this VM, start by name brings its NICs back
+        await vm.close();
+        await guests[at]!.rebootVm();
+        vms[at] = await open(guests[at]!);
+        what = 'host reboot, NICs back';
       } else {
         // fault: the bridge vanishes between preflight and attach, so ip fails; the add must roll back fully
         const outcome = await addOntoVanishingBridge(vm, faultBridge, 2).catch((e: unknown) => e);
@@ -177,7 +236,7 @@ export async function soak(
       }
       count(what.startsWith('concurrent') ? 'concurrent adds' : what);
       await check(step, what);
-      log(`step ${step}: ${vms.indexOf(vm)} ${what}`);
+      log(`step ${step}: ${at} ${what}`);
     }
   } catch (e) {
     throw new Error(`soak failed with seed ${seed} (replay: MQH_SEED=${seed}): ${(e as Error).message}`, { cause: e });

@@ -106,7 +106,7 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
         [{ queues: 2, bridge: 'bad name' }, /^invalid bridge name 'bad name'/],
         [{ queues: 2, mac: '01:00:00:00:00:01' }, /multicast/],
         [{ queues: 2, id: '9x' }, /^invalid NIC id '9x'/],
-        [{ queues: 2, ifname: 'tap9' }, /^tap name 'tap9' is already taken/],
+        [{ queues: 2, ifname: 'tap9' }, /^tap name 'tap9' is taken by a tap made without multi_queue/],
         [{ queues: 2, vhost: 'on' }, /^vhost 'on' needs \/dev\/vhost-net/],
         [{ queues: 2, vhost: 'maybe' as 'on' }, /^invalid vhost 'maybe'/],
         [{ queues: 2 }, /^VM 'vm' is paused, not running/, { status: 'paused' }],
@@ -627,6 +627,55 @@ describe('recovery of an add whose process died (in-memory ports)', () => {
       stop();
     });
   }
+});
+
+describe('limits and traps (in-memory ports)', () => {
+  it('the MSI-X budget: 7 NICs of 256 queues fit (3598 vectors), an 8th is refused naming the numbers', async () => {
+    const { world, ctx, stop } = setup();
+    for (let i = 0; i < 7; i++) await addNic(ctx, { queues: 256 });
+    // one NIC nobody recorded counts too: its vectors are asked of QEMU
+    world.devices.set('hand', {
+      driver: 'virtio-net-pci',
+      mac: '52:54:00:aa:bb:cc',
+      netdev: 'x',
+      vectors: 200,
+      bus: 'pci.0',
+      addr: '0x1e',
+    });
+    const err = await planNic(ctx, { queues: 256 }).catch((e: Error) => e);
+    expect(err).to.be.instanceOf(UsageError);
+    expect((err as Error).message).to.equal(
+      "a 256-queue NIC needs 514 MSI-X vectors (2N+2); the NICs of VM 'vm' have 3798, and 4312 would pass the budget of 3840 " +
+        '(KVM routes at most 4096 interrupts per VM; 256 are kept for its other devices); use fewer queues',
+    );
+    expect((await planNic(ctx, { queues: 20 })).vectors).to.equal(42); // 3840 - 3798 = 42 still fit
+    stop();
+  });
+
+  it('--queues auto: one pair per vCPU, from the record or (for a --qmp VM) from QEMU', async () => {
+    const ours = setup({ cpus: 6 });
+    expect((await planNic(ours.ctx, { queues: 'auto' })).queues).to.equal(6);
+    ours.stop();
+    const theirs = setup({ cpus: 3, recorded: false });
+    expect((await planNic(theirs.ctx, { queues: 'auto' })).queues).to.equal(3);
+    expect(theirs.world.sent.map((c) => c.command)).to.include('query-cpus-fast');
+    theirs.stop();
+  });
+
+  it('a tap made by hand without multi_queue is named for what it is, with what to do', async () => {
+    const { world, ctx, stop } = setup();
+    world.addLink('tap0', { kind: 'tap', up: false, queues: 1 }); // tunctl tap0
+    const err = await planNic(ctx, { queues: 8, ifname: 'tap0' }).catch((e: Error) => e.message);
+    expect(err).to.equal(
+      "tap name 'tap0' is taken by a tap made without multi_queue (tunctl, or 'ip tuntap add' without multi_queue), " +
+        "which QEMU cannot open with 8 queues; mq-hotplug lets QEMU make its own tap: delete it ('ip link del tap0') or pick another --ifname",
+    );
+    world.addLink('eth9', { kind: 'veth', up: true });
+    expect(await planNic(ctx, { queues: 8, ifname: 'eth9' }).catch((e: Error) => e.message)).to.equal(
+      "tap name 'eth9' is already taken by a host interface; pick another --ifname",
+    );
+    stop();
+  });
 });
 
 describe('vhost decision', () => {
