@@ -333,6 +333,17 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
     await vm.close();
   });
 
+  it('warnings go to stderr also with --json, and stay in the JSON', async () => {
+    await boot('pc');
+    const r = await cli(['add', 'vm1', '--queues', '9', '--json'], { MQ_HOTPLUG_STATE_DIR: store.root });
+    expect(r.exitCode, r.stderr).to.equal(0);
+    const nic = JSON.parse(r.stdout) as { tap: string; notes: string[] };
+    trackLink(nic.tap);
+    const warning = "9 queues for 2 vCPUs: the guest enables 2 pairs until 'ethtool -L <if> combined 9'";
+    expect(nic.notes).to.include(warning);
+    expect(r.stderr.split('\n')).to.include(`note: ${warning}`);
+  });
+
   it('rejects a usage error from the library API as UsageError', async () => {
     await boot('pc');
     const vm = await Controller.open({ name: 'vm1', store });
