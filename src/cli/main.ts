@@ -189,6 +189,21 @@ export function buildProgram(): Command {
       ),
     );
 
+  program
+    .command('completion <shell>')
+    .description("print a completion script: 'bash' (source <(mq-hotplug completion bash))")
+    .action(async (shell: string) => {
+      if (shell !== 'bash') throw new (await import('../errors.js')).UsageError(`invalid shell '${shell}': use bash`);
+      process.stdout.write((await import('./completion.js')).bashCompletion(program));
+    });
+
+  // for the completion script: VM names and NIC ids from the state and config directories
+  program
+    .command('__complete <what> [vm]', { hidden: true })
+    .action(async (what: string, vm: string | undefined, _opts, cmd) =>
+      (await import('./completion.js')).completeWords(what, vm, cmd.optsWithGlobals()),
+    );
+
   return program;
 }
 

@@ -1,0 +1,67 @@
+/**
+ * Installed like any CLI: `npm run install-cli` (scripts/install.sh) packs this checkout, installs
+ * the tarball into a prefix and the bash completion into a directory; the command then runs from
+ * the prefix, and bash, sourcing the completion, completes commands, options, VM names and NIC ids.
+ */
+import { expect } from 'chai';
+import { execa } from 'execa';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ROOT, tempDir } from '../helpers/env.js';
+
+describe('install: packed, installed into a prefix, with bash completion', function () {
+  this.timeout(180_000);
+  let prefix: string;
+  let completions: string;
+
+  before(async () => {
+    prefix = tempDir('prefix');
+    completions = tempDir('completions');
+    await execa('bash', [path.join(ROOT, 'scripts/install.sh')], {
+      env: { PREFIX: prefix, COMPLETIONS_DIR: completions },
+    });
+  });
+
+  it('mq-hotplug --version and doctor run from the prefix, with only the prefix and node on PATH', async () => {
+    const env = { PATH: `${path.join(prefix, 'bin')}:${path.dirname(process.execPath)}:/usr/sbin:/usr/bin:/sbin:/bin` };
+    const version = await execa('mq-hotplug', ['--version'], { env });
+    expect(version.stdout).to.equal(JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version);
+    const doctor = await execa('mq-hotplug', ['doctor', '--json'], { env, reject: false });
+    const checks = JSON.parse(doctor.stdout) as { check: string; status: string }[];
+    expect(checks.map((c) => c.check)).to.include.members(['qemu', '/dev/net/tun', 'ip']);
+    expect(checks.find((c) => c.check === 'qemu')!.status).to.equal('ok');
+  });
+
+  it('bash completes commands, options, choices, VM names (running and defined) and NIC ids', async () => {
+    const script = path.join(completions, 'mq-hotplug');
+    expect(fs.readFileSync(script, 'utf8')).to.match(/^complete -F _mq_hotplug mq-hotplug$/m);
+    // a state directory with a running VM's directory and a config directory with a defined VM
+    const state = tempDir('cstate');
+    const config = tempDir('cconfig');
+    fs.mkdirSync(path.join(state, 'web1'), { mode: 0o700 });
+    const def = { version: 1, name: 'db1', spec: { name: 'db1' }, nics: [{ id: 'net0' }, { id: 'net1' }] };
+    fs.writeFileSync(path.join(config, 'db1.json'), JSON.stringify(def), { mode: 0o600 });
+    const complete = async (line: string) => {
+      const words = line.split(' ');
+      const bash = `source ${JSON.stringify(script)}
+        COMP_WORDS=(${words.map((w) => JSON.stringify(w)).join(' ')}); COMP_CWORD=${words.length - 1}
+        _mq_hotplug; printf '%s\\n' "\${COMPREPLY[@]}"`;
+      const r = await execa('bash', ['-c', bash], {
+        env: {
+          PATH: `${path.join(prefix, 'bin')}:${path.dirname(process.execPath)}:/usr/bin:/bin`,
+          MQ_HOTPLUG_STATE_DIR: state,
+          MQ_HOTPLUG_CONFIG_DIR: config,
+        },
+      });
+      return r.stdout.split('\n').filter(Boolean).sort();
+    };
+    expect(await complete('mq-hotplug a')).to.deep.equal(['add', 'agent', 'apply']);
+    expect(await complete('mq-hotplug add web1 --q')).to.deep.equal(['--queues']);
+    expect(await complete('mq-hotplug add web1 --vhost ')).to.deep.equal(['auto', 'off', 'on']);
+    expect(await complete('mq-hotplug start db1 --machine q')).to.deep.equal(['q35']);
+    expect(await complete('mq-hotplug stop ')).to.deep.equal(['db1', 'web1']);
+    expect(await complete('mq-hotplug --trace nics w')).to.deep.equal(['web1']);
+    expect(await complete('mq-hotplug remove db1 ')).to.deep.equal(['net0', 'net1']);
+    expect(await complete('mq-hotplug apply db1 -f ')).to.be.an('array'); // files: whatever is here
+  });
+});
