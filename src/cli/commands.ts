@@ -434,7 +434,7 @@ export async function add(
   process.stdout.write(
     `added ${r.id} to ${vm}: ${r.queues} queues, tap ${r.tap} ${r.bridge ? `on ${r.bridge}` : '(no bridge)'} up, ` +
       `mac ${r.mac}, vectors ${r.vectors}, vhost ${r.vhost ? 'on' : 'off'}, bus ${r.bus}` +
-      `${r.mtu ? `, mtu ${r.mtu}` : ''}${r.guestMtu ? ` (guest ${r.guestMtu})` : ''}${r.rate ? `, rate ${r.rate} Mbit/s` : ''}\n`,
+      `${r.mtu ? `, mtu ${r.mtu}` : ''}${r.guestMtu && r.guestMtu !== r.mtu ? ` (guest ${r.guestMtu})` : ''}${r.rate ? `, rate ${r.rate} Mbit/s` : ''}\n`,
   );
   if (r.guestReady !== undefined) {
     const link = r.guestLinkUp ? 'link up' : 'link not up yet (the guest has no network configuration for it?)';
