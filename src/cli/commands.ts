@@ -4,12 +4,10 @@ import { UsageError } from '../errors.js';
 import { checkInt, checkVmName } from '../host/validate.js';
 import { isBridge, ip, vhostNetUsable } from '../host/ip.js';
 import { checkKvm, resolveAccel } from '../qemu/accel.js';
-import { qemuVersion, stopVm, vmState } from '../qemu/launcher.js';
 import { DEFINITION_VERSION, DefinitionStore, type StartRequest } from '../qemu/definition.js';
 import { StateStore, type VmRecord, qemuAlive } from '../qemu/state.js';
 import { LinuxHost } from '../hotplug/adapters.js';
 import { type ApplyResult, applyDefinition, applyLive, parseApplySpec } from '../hotplug/apply.js';
-import { startDefined } from '../hotplug/boot.js';
 import { Controller } from '../hotplug/controller.js';
 import type { AddRequest } from '../hotplug/add.js';
 import { QmpCommandError } from '../qmp/errors.js';
@@ -21,6 +19,9 @@ export interface GlobalOptions {
   qmp?: string;
   eventsQmp?: string;
 }
+
+/** The launcher starts QEMU through execa: loaded only by the commands that start or stop one, not on add's path. */
+const launcher = () => import('../qemu/launcher.js');
 
 const seconds = (value: string, what: string) => checkInt(value, what, 0, 86_400) * 1000;
 const MEMORY = /^\d+[KMGT]?$/i;
@@ -127,6 +128,7 @@ export async function start(
     if (o.ifNotRunning) return void process.stdout.write(`${vm} is already running (pid ${running.pid})\n`);
     throw new UsageError(`VM '${vm}' is already running (pid ${running.pid}); stop it first or pick another name`);
   }
+  const { startDefined } = await import('../hotplug/boot.js');
   const { record, nics } = await startDefined(store, definitions, {
     version: DEFINITION_VERSION,
     name: vm,
@@ -232,6 +234,7 @@ function safeRecord(store: StateStore, vm: string): VmRecord | undefined {
 
 export async function stop(vm: string, o: { timeout: string; json?: boolean }, g: GlobalOptions): Promise<void> {
   checkVmName(vm);
+  const { stopVm } = await launcher();
   const result = await stopVm(storeOf(g), vm, seconds(o.timeout, 'timeout'));
   if (o.json) return printJson(result);
   process.stdout.write(
@@ -271,7 +274,7 @@ export async function vms(o: { json?: boolean }, g: GlobalOptions): Promise<void
       continue;
     }
     if (record) {
-      const state = await vmState(record);
+      const state = await (await launcher()).vmState(record);
       rows.push({
         name,
         pid: record.pid,
@@ -326,7 +329,7 @@ export async function doctor(o: { json?: boolean; qemu: string }): Promise<void>
   type Check = { check: string; status: 'ok' | 'warn' | 'fail'; detail: string };
   const checks: Check[] = [];
   try {
-    checks.push({ check: 'qemu', status: 'ok', detail: `${o.qemu}: ${await qemuVersion(o.qemu)}` });
+    checks.push({ check: 'qemu', status: 'ok', detail: `${o.qemu}: ${await (await launcher()).qemuVersion(o.qemu)}` });
   } catch {
     checks.push({ check: 'qemu', status: 'fail', detail: `${o.qemu} not found (apt-get install qemu-system-x86)` });
   }

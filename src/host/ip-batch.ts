@@ -4,15 +4,16 @@
  *
  * Each request is one batch line followed by a marker line that always fails (`mqh-marker` is no
  * ip object), so the end of every request shows on stderr, in order, as "Command failed -:N"; the
- * text before a failed line is that line's error. The process is started through execa with an
- * argv (no shell), and every token written is a validated name or keyword.
+ * text before a failed line is that line's error. The process is started with an argv (no shell),
+ * and every token written is a validated name or keyword.
  *
  *   const ip = new IpBatch();
  *   await ip.run(['link', 'set', 'dev', 'tap0', 'master', 'br0', 'up']);
  *   ip.close();
  */
-import { type ResultPromise, execa } from 'execa';
-import { HostCommandError, ipBinary } from './ip.js';
+import type { ChildProcess } from 'node:child_process';
+import { HostCommandError, startFailure, startProgram } from './exec.js';
+import { ipBinary } from './ip.js';
 import { trace } from '../util/trace.js';
 
 /** Names, keywords and numbers only: nothing ip's batch parser would treat as quote, comment or separator. */
@@ -26,7 +27,7 @@ interface Request {
 }
 
 export class IpBatch {
-  private proc?: ResultPromise;
+  private proc?: ChildProcess;
   private line = 0;
   private stderr = '';
   private readonly errors = new Map<number, string>();
@@ -35,14 +36,7 @@ export class IpBatch {
   /** Starts `ip` now (a controller does this at open, so the start-up overlaps with QMP work). */
   start(): void {
     if (this.proc) return;
-    const proc = execa(ipBinary(), ['-force', '-batch', '-'], {
-      stdin: 'pipe',
-      stdout: 'ignore',
-      stderr: 'pipe',
-      buffer: false,
-      cleanup: false,
-      reject: false,
-    });
+    const proc = startProgram([ipBinary(), '-force', '-batch', '-'], ['pipe', 'ignore', 'pipe']);
     this.proc = proc;
     this.line = 0;
     this.stderr = '';
@@ -60,11 +54,8 @@ export class IpBatch {
       culprit?.reject(new HostCommandError([ipBinary(), ...culprit.argv], this.stderr.trim() || why));
       for (const r of rest) this.run(r.argv).then(r.resolve, r.reject);
     };
-    proc.on('error', (e: NodeJS.ErrnoException) =>
-      gone(e.code === 'ENOENT' ? `'${ipBinary()}' not found in PATH (install iproute2)` : e.message),
-    );
+    proc.on('error', (e: NodeJS.ErrnoException) => gone(startFailure(ipBinary(), e)));
     proc.on('exit', (code) => gone(`ip exited (code ${code})`));
-    proc.catch(() => {});
   }
 
   /** Runs one ip command (argv without the leading "ip"); rejects with ip's own error text. */

@@ -1,24 +1,16 @@
 /**
  * The host's network links: reads from sysfs where a read is enough (no exec on the hot path), and
- * `ip` through execa with an argv array (never a shell) where something must change.
+ * `ip` with an argv array (never a shell) where something must change.
  */
 import { closeSync, constants, accessSync, existsSync, openSync, readFileSync } from 'node:fs';
-import { execa } from 'execa';
-import { MqHotplugError, UsageError } from '../errors.js';
+import { HostCommandError, runProgram } from './exec.js';
+import { UsageError } from '../errors.js';
 import { trace } from '../util/trace.js';
 import { checkIfname } from './validate.js';
 
 const SYS_NET = '/sys/class/net';
 
-export class HostCommandError extends MqHotplugError {
-  override name = 'HostCommandError';
-  constructor(
-    readonly argv: string[],
-    readonly detail: string,
-  ) {
-    super(`'${argv.join(' ')}' failed: ${detail}`);
-  }
-}
+export { HostCommandError };
 
 /** The `ip` binary; overridable for tests (MQ_HOTPLUG_IP). */
 export function ipBinary(): string {
@@ -49,20 +41,8 @@ export function findBinary(bin: string): string | undefined {
 }
 
 export async function ip(args: string[]): Promise<string> {
-  const argv = [ipBinary(), ...args];
   trace('ip', '>', args.join(' '));
-  try {
-    // no cleanup handler, no final-newline stripping: about 0.4 ms less per exec (measured)
-    const { stdout } = await execa(argv[0]!, args, { stdin: 'ignore', cleanup: false, stripFinalNewline: false });
-    return stdout;
-  } catch (e) {
-    const err = e as { code?: string; stderr?: string; shortMessage?: string };
-    const detail =
-      err.code === 'ENOENT'
-        ? `'${argv[0]}' not found in PATH (install iproute2)`
-        : err.stderr?.trim() || err.shortMessage || String(e);
-    throw new HostCommandError(argv, detail);
-  }
+  return runProgram([ipBinary(), ...args]);
 }
 
 export function linkExists(name: string): boolean {

@@ -10,9 +10,8 @@
  *
  * All lines of one NIC go to one `tc -batch -` (one fork), only for a NIC that has a rate.
  */
-import { execa } from 'execa';
 import { trace } from '../util/trace.js';
-import { HostCommandError } from './ip.js';
+import { type HostCommandError, runProgram } from './exec.js';
 import { checkIfname } from './validate.js';
 
 export function tcBinary(): string {
@@ -67,15 +66,10 @@ export async function tcBatch(lines: string[][], { force = false } = {}): Promis
   for (const line of lines) trace('tc', '>', line.join(' '));
   const argv = [tcBinary(), ...(force ? ['-force'] : []), '-batch', '-'];
   try {
-    await execa(argv[0]!, argv.slice(1), { input: lines.map((l) => l.join(' ')).join('\n') + '\n', cleanup: false });
+    await runProgram(argv, { input: lines.map((l) => l.join(' ')).join('\n') + '\n' });
   } catch (e) {
-    const err = e as { code?: string; stderr?: string; shortMessage?: string };
-    const detail =
-      err.code === 'ENOENT'
-        ? `'${argv[0]}' not found in PATH (install iproute2)`
-        : err.stderr?.trim() || err.shortMessage || String(e);
-    trace('tc', '!', detail);
-    throw new HostCommandError(argv, detail.replace(/\n/g, ' '));
+    trace('tc', '!', (e as HostCommandError).detail ?? String(e));
+    throw e;
   }
 }
 
@@ -89,7 +83,7 @@ export interface Qdisc {
 
 /** Every qdisc on the host, by device (one exec). */
 export async function showQdiscs(): Promise<Map<string, Qdisc[]>> {
-  const { stdout } = await execa(tcBinary(), ['-j', 'qdisc', 'show'], { cleanup: false });
+  const stdout = await runProgram([tcBinary(), '-j', 'qdisc', 'show']);
   const all = JSON.parse(stdout) as { kind: string; dev: string; root?: boolean; options?: { rate?: number } }[];
   const byDev = new Map<string, Qdisc[]>();
   for (const q of all) {
