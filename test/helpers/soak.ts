@@ -16,6 +16,7 @@ import { StateStore, qemuAlive } from '../../src/qemu/state.js';
 import { applyLive, type NicWanted } from '../../src/hotplug/apply.js';
 import { DefinitionStore } from '../../src/qemu/definition.js';
 import { PREFIX, addOntoVanishingBridge, configDirOf, makeBridge, tempDir } from './env.js';
+import { holdLock } from './lock.js';
 import { prng } from './fake-qmp.js';
 import { Guest } from './guest.js';
 
@@ -194,7 +195,7 @@ export async function soak(
       } else if (r < 0.92) {
         const outcomes = await Promise.all(vms.map((v) => tryAdd(v, validAdd(), true)));
         what = `concurrent adds: ${outcomes.join(', ')}`;
-      } else if (r < 0.96) {
+      } else if (r < 0.935) {
         const wanted = randomSpec(nics, step);
         try {
           const result = await applyLive(vm.context, wanted, { removeTimeoutMs: 15_000 });
@@ -215,6 +216,21 @@ export async function soak(
           if (!(e instanceof UsageError && /would not fit|already used/.test(e.message))) throw e;
           what = 'apply refused (slots or clash)';
         }
+      } else if (r < 0.95) {
+        // in one process, on one VM, at once: two adds and a listing queue on the VM's lock
+        const outcomes = await Promise.all([
+          tryAdd(vm, validAdd(), true),
+          tryAdd(vm, validAdd(), true),
+          vm.listNics().then(() => 'nics'),
+        ]);
+        what = `concurrent calls on one VM: ${outcomes.join(', ')}`;
+      } else if (r < 0.96) {
+        // another process holds the VM's lock and is SIGKILLed: the lock is free again at once
+        const holder = holdLock(store.root, vm.name);
+        await holder.holding;
+        holder.kill('SIGKILL');
+        await holder.exited;
+        what = await tryAdd(vm, validAdd(), true).then((w) => `lock holder killed, then ${w}`);
       } else if (r < 0.975) {
         // a host reboot: QEMU killed, /run wiped for this VM, start by name brings its NICs back
         await vm.close();
@@ -234,7 +250,13 @@ export async function soak(
           what = 'fault: bridge gone, add rolled back';
         }
       }
-      count(what.startsWith('concurrent') ? 'concurrent adds' : what);
+      count(
+        what.startsWith('concurrent adds')
+          ? 'concurrent adds'
+          : what.startsWith('concurrent calls')
+            ? 'concurrent calls on one VM'
+            : what,
+      );
       await check(step, what);
       log(`step ${step}: ${at} ${what}`);
     }

@@ -333,6 +333,22 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
     await vm.close();
   });
 
+  it('a tap made by hand without multi_queue (the trap) is refused saying what it is and what to do', async () => {
+    await boot('pc');
+    const tap = trackLink(uniqueName('t'));
+    await execa('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap']); // as tunctl makes it: no multi_queue
+    const r = await cli(['add', 'vm1', '--queues', '8', '--ifname', tap], { MQ_HOTPLUG_STATE_DIR: store.root });
+    expect(r.exitCode).to.equal(2);
+    expect(r.stderr).to.equal(
+      `mq-hotplug: tap name '${tap}' is taken by a tap made without multi_queue (tunctl, or 'ip tuntap add' without ` +
+        `multi_queue), which QEMU cannot open with 8 queues; mq-hotplug lets QEMU make its own tap: delete it ` +
+        `('ip link del ${tap}') or pick another --ifname\n`,
+    );
+    const vm = await Controller.open({ name: 'vm1', store });
+    expect(await peripheralNics(vm)).to.deep.equal([]);
+    await vm.close();
+  });
+
   it('warnings go to stderr also with --json, and stay in the JSON', async () => {
     await boot('pc');
     const r = await cli(['add', 'vm1', '--queues', '9', '--json'], { MQ_HOTPLUG_STATE_DIR: store.root });

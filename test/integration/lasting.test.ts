@@ -225,6 +225,34 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
     expect(await json(['apply', 'lv', '-f', third])).to.deep.include({ changed: false, unchanged: ['net0', 'net2'] });
   });
 
+  it('apply on a VM given by --qmp works on the live VM (nothing kept)', async () => {
+    await start('lv', 'pc');
+    const qmp = path.join(env.MQ_HOTPLUG_STATE_DIR!, 'lv', 'qmp.sock');
+    const file = path.join(tempDir('spec'), 'nics.json');
+    fs.writeFileSync(
+      file,
+      JSON.stringify({
+        nics: [
+          { id: 'x0', queues: 4, bridge },
+          { id: 'x1', queues: 2, bridge },
+        ],
+      }),
+    );
+    const first = await json<{ changed: boolean; added: string[] }>(['--qmp', qmp, 'apply', 'ext', '-f', file]);
+    expect(first).to.deep.include({ changed: true, added: ['x0', 'x1'] });
+    const live = await json<NicRow[]>(['--qmp', qmp, 'nics', 'ext']);
+    live.forEach((n) => trackLink(n.tap));
+    expect(live.map((n) => [n.id, n.queues, n.bridge]).sort()).to.deep.equal([
+      ['x0', 4, bridge],
+      ['x1', 2, bridge],
+    ]);
+    // QEMU and the host are what --qmp knows: the same spec again changes nothing
+    expect(await json(['--qmp', qmp, 'apply', 'ext', '-f', file])).to.deep.include({
+      changed: false,
+      unchanged: ['x0', 'x1'],
+    });
+  });
+
   it('bad specs and tampered definitions: one line naming the problem, exit 2, nothing changed', async () => {
     await start('lv', 'q35');
     await run(['stop', 'lv']);
