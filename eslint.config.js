@@ -30,12 +30,18 @@ export default tseslint.config(
     files: ['**/*.cjs'],
     languageOptions: {
       sourceType: 'commonjs',
-      globals: { require: 'readonly', module: 'writable', console: 'readonly' },
+      globals: {
+        require: 'readonly',
+        module: 'writable',
+        console: 'readonly',
+        process: 'readonly',
+        __dirname: 'readonly',
+      },
     },
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
   {
-    files: ['**/*.mjs', 'bin/*.js', 'eslint.config.js'],
+    files: ['**/*.mjs', 'eslint.config.js'],
     languageOptions: {
       globals: {
         process: 'readonly',

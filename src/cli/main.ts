@@ -220,4 +220,4 @@ export async function main(argv: string[]): Promise<void> {
   }
 }
 
-await main(process.argv);
+void main(process.argv); // no top-level await: the CLI is also bundled as CommonJS

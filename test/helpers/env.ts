@@ -14,7 +14,7 @@ import { type AddPlan, type AddRequest, executeAdd } from '../../src/hotplug/add
 /** mqt + up to 5 digits of our pid: leaves 7 characters for a suffix. */
 export const PREFIX = `mqt${process.pid % 100000}`;
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-export const CLI = path.join(ROOT, 'bin', 'mq-hotplug.js');
+export const CLI = path.join(ROOT, 'bin', 'mq-hotplug.cjs');
 
 const links = new Set<string>();
 const namespaces = new Set<string>();
