@@ -29,7 +29,7 @@ import {
 } from './add.js';
 import type { HotplugContext } from './context.js';
 import { inspectVm, liveNics } from './inspect.js';
-import { removeIfb, setUpPort } from './port.js';
+import { removeShaping, setUpPort } from './port.js';
 import { removeNic } from './remove.js';
 
 /** One NIC as a spec file gives it: `add`'s options. */
@@ -284,18 +284,7 @@ async function changeRate(ctx: HotplugContext, id: string, rate: number | undefi
   const nic = ctx.record.read()?.nics.find((n) => n.id === id);
   if (!nic) throw new UsageError(`NIC '${id}' is not in the record of VM '${ctx.vm}'; its rate cannot be changed`);
   const { host } = ctx;
-  if (nic.rate) {
-    await host
-      .tc(
-        [
-          ['qdisc', 'del', 'dev', nic.tap, 'root'],
-          ['qdisc', 'del', 'dev', nic.tap, 'ingress'],
-        ],
-        { force: true },
-      )
-      .catch(() => {});
-    await removeIfb(host, nic);
-  }
+  if (nic.rate) await removeShaping(host, nic);
   const ifb = rate ? freeLinkName('mqi', host.linkExists) : undefined;
   if (rate) await setUpPort(host, { ...nic, rate, ifb });
   const updated = { ...nic, rate, ifb };

@@ -56,19 +56,20 @@ export async function removeIfb(host: HostPort, p: { ifb?: string }): Promise<bo
   return true;
 }
 
+/** Takes a NIC's shaping away: the tap's root and ingress qdiscs (where there are any) and its ifb. */
+export async function removeShaping(host: HostPort, p: Port): Promise<void> {
+  const qdiscs = [
+    ['qdisc', 'del', 'dev', p.tap, 'root'],
+    ['qdisc', 'del', 'dev', p.tap, 'ingress'],
+  ];
+  await host.tc(qdiscs, { force: true }).catch(() => {}); // either may be gone already: that is the point
+  await removeIfb(host, p);
+}
+
 /** Puts the shaping back from scratch: the tap's qdiscs and the ifb are replaced. */
 export async function resetShaping(host: HostPort, p: Port): Promise<void> {
   if (!p.rate || !p.ifb) return;
-  await host
-    .tc(
-      [
-        ['qdisc', 'del', 'dev', p.tap, 'root'],
-        ['qdisc', 'del', 'dev', p.tap, 'ingress'],
-      ],
-      { force: true },
-    )
-    .catch(() => {});
-  await removeIfb(host, p);
+  await removeShaping(host, p);
   await Promise.all(ifbLines(p.ifb).map((line) => host.ip(line)));
   await host.tc(shapingLines(p.tap, p.ifb, p.rate, p.mtu));
 }
