@@ -12,6 +12,7 @@ import { UsageError } from '../errors.js';
 import { checkVmName } from '../host/validate.js';
 import type { GlobalOptions } from './commands.js';
 import { pollUntil } from '../util/time.js';
+import { releaseHostLinks } from '../qemu/launcher.js';
 
 export interface WatchOptions {
   json?: boolean;
@@ -81,7 +82,10 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
     process.stderr.write(`${vm}: ${why}\n`);
     if (store && o.reconcile) {
       const record = store.read(vm);
-      if (record && !qemuAlive(record)) store.remove(vm); // nothing stale left behind
+      if (record && !qemuAlive(record)) {
+        await releaseHostLinks(record); // nothing stale left behind: its ifbs, then its state
+        store.remove(vm);
+      }
     }
     if (!o.follow || !store) break;
     process.stderr.write(`${vm}: waiting for it to start again (--follow)\n`);

@@ -11,6 +11,7 @@ import { resolveAccel } from './accel.js';
 import type { StartRequest } from './definition.js';
 import { type VmSpec, qemuArgv } from './spec.js';
 import { STATE_VERSION, StateError, StateStore, type VmRecord, pidAlive, qemuAlive } from './state.js';
+import { deleteLink, linkExists } from '../host/ip.js';
 import { checkVmName } from '../host/validate.js';
 import { MqHotplugError } from '../errors.js';
 import { pollUntil, within } from '../util/time.js';
@@ -39,6 +40,7 @@ export async function startVm(
       `VM '${request.name}' is already running (pid ${existing.pid}); stop it first or pick another name`,
     );
   }
+  await releaseHostLinks(existing);
   store.remove(request.name); // stale state from a dead QEMU is not trusted
 
   const { accel, reason } = resolveAccel(request.accel);
@@ -145,16 +147,27 @@ export interface StopResult {
   how: 'quit' | 'SIGTERM' | 'SIGKILL' | 'already-dead';
 }
 
+/**
+ * What a VM's NICs leave on the host once its QEMU is gone: QEMU's taps go with it, but the ifb
+ * devices of rate limits do not. Called wherever a VM's runtime state is forgotten.
+ */
+export async function releaseHostLinks(record: VmRecord | undefined): Promise<void> {
+  for (const nic of record?.nics ?? []) {
+    if (nic.ifb && linkExists(nic.ifb)) await deleteLink(nic.ifb).catch(() => {});
+  }
+}
+
 /** `quit` over QMP, wait for the monitor's EOF (faster than the PID: see FACTS), then signals. */
 export async function stopVm(store: StateStore, name: string, timeoutMs = 10_000): Promise<StopResult> {
   const record = store.read(name);
   if (!record) throw new StateError(`no VM named '${name}' in ${store.root}`);
-  const cleanup = () => {
+  const cleanup = async () => {
+    await releaseHostLinks(record);
     store.remove(name);
     if (record.spec.serial) fs.rmSync(record.spec.serial, { force: true });
   };
   if (!qemuAlive(record)) {
-    cleanup();
+    await cleanup();
     return { name, how: 'already-dead' };
   }
   let how: StopResult['how'] = 'quit';
@@ -171,7 +184,7 @@ export async function stopVm(store: StateStore, name: string, timeoutMs = 10_000
   } catch {
     how = await killPid(record.pid, timeoutMs);
   }
-  cleanup();
+  await cleanup();
   return { name, how };
 }
 

@@ -115,6 +115,22 @@ export function linkState(name: string): { address: string; mtu: number } {
   return { address: read('address'), mtu: Number(read('mtu')) };
 }
 
+/**
+ * What a host reboot clears for the VMs under `dir` (a state directory or one VM's): the links
+ * their NICs left (the ifbs of rate limits; QEMU took its taps), and the runtime state itself.
+ */
+export function wipeRuntimeState(dir: string): void {
+  const vmDirs = fs.existsSync(path.join(dir, 'vm.json')) ? [dir] : safeList(dir).map((d) => path.join(dir, d));
+  for (const vmDir of vmDirs) {
+    try {
+      const record = JSON.parse(fs.readFileSync(path.join(vmDir, 'vm.json'), 'utf8')) as { nics: { ifb?: string }[] };
+      for (const nic of record.nics)
+        if (nic.ifb && linkExists(nic.ifb)) execaSync('ip', ['link', 'del', 'dev', nic.ifb]);
+    } catch {}
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
 /** Every link on the host whose name starts with this run's prefix. */
 export function ourLinks(): string[] {
   return fs.readdirSync('/sys/class/net').filter((n) => n.startsWith(PREFIX));
@@ -123,6 +139,15 @@ export function ourLinks(): string[] {
 /** Ends every QEMU started through a state dir of this run, then deletes links and dirs. */
 export function cleanupAll(): void {
   for (const dir of dirs) {
+    // the ifbs of rate-limited NICs of VMs this run left running or dead
+    for (const vm of safeList(dir)) {
+      try {
+        const record = JSON.parse(fs.readFileSync(path.join(dir, vm, 'vm.json'), 'utf8')) as {
+          nics: { ifb?: string }[];
+        };
+        for (const nic of record.nics) if (nic.ifb) links.add(nic.ifb);
+      } catch {}
+    }
     for (const vm of safeList(dir)) {
       try {
         const record = JSON.parse(fs.readFileSync(path.join(dir, vm, 'vm.json'), 'utf8')) as {

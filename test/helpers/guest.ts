@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { execa } from 'execa';
 import type { AddResult } from '../../src/hotplug/add.js';
-import { ROOT, cli, sleep, trackLink } from './env.js';
+import { ROOT, cli, sleep, trackLink, wipeRuntimeState } from './env.js';
 
 export interface GuestNic {
   ifname: string;
@@ -218,7 +218,7 @@ export class Guest {
     };
     process.kill(record.pid, 'SIGKILL');
     for (let i = 0; i < 250 && fs.existsSync(`/proc/${record.pid}`); i++) await sleep(20);
-    fs.rmSync(wipe, { recursive: true, force: true });
+    wipeRuntimeState(wipe);
     this.restarted();
     const r = await cli(['start', this.options.name], this.env);
     if (r.exitCode !== 0) throw new Error(`start ${this.options.name} after the reboot failed: ${r.stderr}`);

@@ -10,7 +10,17 @@ import path from 'node:path';
 import type { VmDefinition } from '../../src/qemu/definition.js';
 import { qemuAlive, type VmRecord } from '../../src/qemu/state.js';
 import { pollUntil } from '../../src/util/time.js';
-import { CLI, cli, configDirOf, linkExists, makeBridge, tempDir, trackLink, trackPid } from '../helpers/env.js';
+import {
+  CLI,
+  cli,
+  configDirOf,
+  wipeRuntimeState,
+  linkExists,
+  makeBridge,
+  tempDir,
+  trackLink,
+  trackPid,
+} from '../helpers/env.js';
 
 interface NicRow {
   id: string;
@@ -128,7 +138,7 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
       ) as VmRecord;
       process.kill(record.pid, 'SIGKILL');
       await pollUntil(() => !qemuAlive(record) && !linkExists(a.tap), 10_000);
-      fs.rmSync(env.MQ_HOTPLUG_STATE_DIR!, { recursive: true, force: true });
+      wipeRuntimeState(env.MQ_HOTPLUG_STATE_DIR!);
       await run(['start', 'lv']);
       await check('after a host reboot');
     });

@@ -151,6 +151,26 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
     await vm.close();
   });
 
+  it('the ifb of a rate limit goes with its VM: at stop, and when QEMU died (SIGKILL) and stop cleans up', async () => {
+    const lan = await makeLan({ mac: '02:00:00:00:00:07' });
+    for (const how of ['stop', 'killed'] as const) {
+      await boot('vm1', lan.bridge);
+      const vm = await Controller.open({ name: 'vm1', store });
+      const nic = await vm.addNic({ queues: 2, rate: 20 });
+      await vm.close();
+      trackLink(nic.tap);
+      trackLink(nic.ifb!);
+      expect(linkExists(nic.ifb!), how).to.equal(true);
+      if (how === 'killed') {
+        const record = store.read('vm1')!;
+        process.kill(record.pid, 'SIGKILL');
+        await pollUntil(() => !fs.existsSync(`/proc/${record.pid}/cmdline`) || !linkExists(nic.tap), 5000);
+      }
+      expect((await stopVm(store, 'vm1')).how).to.equal(how === 'stop' ? 'quit' : 'already-dead');
+      expect(linkExists(nic.ifb!), how).to.equal(false);
+    }
+  });
+
   it('a failed bridging with --rate rolls back the ifb too', async () => {
     const lan = await makeLan({ mac: '02:00:00:00:00:04' });
     await boot('vm1');
