@@ -75,16 +75,18 @@ describe('ports seen from a real guest (TCG): jumbo frames, rate limits', functi
     expect(broken.output.join('\n')).to.match(/2 packets transmitted, 0 packets received/);
   });
 
-  it('--rate 10: throughput both ways within 20% of 10 Mbit/s; without --rate, well above it', async () => {
+  // The limit sits well below what a TCG guest moves on a loaded CI machine (28 Mbit/s seen at worst),
+  // so "without --rate, well above it" is about the limit and not about this machine's speed.
+  it('--rate 4: throughput both ways within 20% of 4 Mbit/s; without --rate, at least 2.5 times that', async () => {
     const lan = await makeLan({ mac: '02:00:00:00:01:02' });
     guest = await Guest.boot({ name: 'gr', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge: lan.bridge });
-    const limited = await guest.add(['--queues', '2', '--rate', '10']);
+    const limited = await guest.add(['--queues', '2', '--rate', '4']);
     const free = await guest.add(['--queues', '2']);
     const [a, b] = [await nicIn(guest, limited.mac), await nicIn(guest, free.mac)];
     await guest.waitLinkLocal(a.ifname);
     await guest.waitLinkLocal(b.ifname);
     // link-local with %ifname: each transfer goes through the NIC named
-    const bytes = 3 * 1024 * 1024; // 2.5 s at 10 Mbit/s
+    const bytes = 1536 * 1024; // 3.1 s at 4 Mbit/s
     const rates: Record<string, number> = {};
     for (const [nic, label] of [
       [a, 'limited'],
@@ -97,8 +99,8 @@ describe('ports seen from a real guest (TCG): jumbo frames, rate limits', functi
       `      measured Mbit/s: ${JSON.stringify(Object.fromEntries(Object.entries(rates).map(([k, v]) => [k, Math.round(v * 10) / 10])))}`,
     );
     for (const way of ['from guest', 'to guest']) {
-      expect(rates[`limited ${way}`], way).to.be.within(8, 12);
-      expect(rates[`free ${way}`], way).to.be.above(30);
+      expect(rates[`limited ${way}`], way).to.be.within(3.2, 4.8);
+      expect(rates[`free ${way}`], way).to.be.above(10);
     }
   });
 });
