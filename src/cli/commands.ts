@@ -36,21 +36,16 @@ function definitionsOf(g: GlobalOptions): DefinitionStore {
   return new DefinitionStore(g.configDir);
 }
 
-export async function openController(vm: string, g: GlobalOptions, startIp = false): Promise<Controller> {
+export async function openController(vm: string, g: GlobalOptions): Promise<Controller> {
   return Controller.open(
-    g.qmp ? { qmp: g.qmp, name: vm, startIp } : { name: vm, store: storeOf(g), definitions: definitionsOf(g), startIp },
+    g.qmp ? { qmp: g.qmp, name: vm } : { name: vm, store: storeOf(g), definitions: definitionsOf(g) },
   );
 }
 
 /** Lock first, then connect: the control monitor serves one client, and the lock queues them. */
-async function withController<T>(
-  vm: string,
-  g: GlobalOptions,
-  fn: (c: Controller) => Promise<T>,
-  startIp = false,
-): Promise<T> {
+async function withController<T>(vm: string, g: GlobalOptions, fn: (c: Controller) => Promise<T>): Promise<T> {
   const run = async () => {
-    const controller = await openController(vm, g, startIp);
+    const controller = await openController(vm, g);
     try {
       return await fn(controller);
     } finally {
@@ -192,12 +187,7 @@ export async function apply(
     result = await store.withLock(vm, async () => {
       const record = safeRecord(store, vm);
       if (record && qemuAlive(record)) {
-        return withController(
-          vm,
-          g,
-          (c) => applyLive(c.context, wanted, { dryRun: o.dryRun, removeTimeoutMs }),
-          !o.dryRun,
-        );
+        return withController(vm, g, (c) => applyLive(c.context, wanted, { dryRun: o.dryRun, removeTimeoutMs }));
       }
       const def = definitions.read(vm);
       if (!def)
@@ -425,7 +415,7 @@ export async function add(
     process.stdout.write(`then run:\n${plan.hostCommands.map((c) => `  ${c.join(' ')}\n`).join('')}`);
     return;
   }
-  const r = await withController(vm, g, (c) => c.addNic(request), true); // ip's start-up overlaps the connect
+  const r = await withController(vm, g, (c) => c.addNic(request));
   for (const n of r.notes) note(n);
   // one rule in both modes: asked to wait for the guest, an add the guest did not take exits 1
   if (r.guestReady === false) process.exitCode = 1;

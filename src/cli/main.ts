@@ -197,6 +197,13 @@ export function buildProgram(): Command {
       process.stdout.write((await import('./completion.js')).bashCompletion(program));
     });
 
+  // for the build's V8 code cache (scripts/bundle.mjs): loads every command's modules, so that
+  // their top-level code is compiled into the cache, and formats the help; runs nothing
+  program.command('__warm', { hidden: true }).action(async () => {
+    await Promise.all([import('./commands.js'), import('./watch.js'), import('./completion.js')]);
+    program.helpInformation();
+  });
+
   // for the completion script: VM names and NIC ids from the state and config directories
   program
     .command('__complete <what> [vm]', { hidden: true })

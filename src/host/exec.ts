@@ -3,8 +3,17 @@
  * the hot path of every add; execa, which the rest of mq-hotplug uses (QEMU's launch, hooks), costs
  * its module tree at every CLI start, and these calls need nothing of it but an exit code and stderr.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { MqHotplugError } from '../errors.js';
+
+/**
+ * child_process, loaded on the first program started rather than at every CLI start: an add first
+ * starts ip just after it sent its device_add, so the ~4 ms of loading it overlaps QEMU's work.
+ */
+let childProcess: typeof import('node:child_process') | undefined;
+const loadChildProcess = () =>
+  (childProcess ??= createRequire(process.execPath)('node:child_process') as typeof import('node:child_process'));
 
 export class HostCommandError extends MqHotplugError {
   override name = 'HostCommandError';
@@ -23,7 +32,7 @@ export function startFailure(program: string, e: NodeJS.ErrnoException): string 
 
 /** Starts a program with an argv; the caller wires its streams. */
 export function startProgram(argv: string[], stdio: ('pipe' | 'ignore')[]): ChildProcess {
-  return spawn(argv[0]!, argv.slice(1), { stdio, shell: false });
+  return loadChildProcess().spawn(argv[0]!, argv.slice(1), { stdio, shell: false });
 }
 
 /** Runs a program to its end; resolves with its stdout, rejects with HostCommandError (its stderr). */

@@ -33,7 +33,7 @@ export class IpBatch {
   private readonly errors = new Map<number, string>();
   private readonly pending = new Map<number, Request>();
 
-  /** Starts `ip` now (a controller does this at open, so the start-up overlaps with QMP work). */
+  /** Starts `ip` now (an add does this while QEMU works on its device_add, so the start-up costs nothing). */
   start(): void {
     if (this.proc) return;
     const proc = startProgram([ipBinary(), '-force', '-batch', '-'], ['pipe', 'ignore', 'pipe']);

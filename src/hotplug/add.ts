@@ -3,7 +3,7 @@
  *   1. plan (preflight): every check before anything is sent (one pipelined QMP burst + sysfs reads);
  *   2. netdev_add (QEMU creates the multiqueue tap) and device_add, sent pipelined;
  *   3. DEVICE_ADDED published on the event stream; the bridging reaction attaches the tap and sets it up;
- *   4. a qom-get confirms the device while the record gains the NIC.
+ *   4. a qom-get, sent as the bridging starts, confirms the device; then the record gains the NIC.
  * A failure after step 2 undoes what was done, in reverse order, and says so.
  *
  * `planNic` alone is the dry run: it changes nothing and returns what `executeAdd` would send.
@@ -14,7 +14,7 @@ import { checkChoice, checkIfname, checkInt, checkMac, checkQemuId } from '../ho
 import { UsageError } from '../errors.js';
 import { QmpCommandError } from '../qmp/errors.js';
 import { forDevice, nextEvent } from '../qmp/events.js';
-import { sleep } from '../util/time.js';
+import { monotonicMs, sleep } from '../util/time.js';
 import type { NicDefinition } from '../qemu/definition.js';
 import { type NicSpec, nicRecord } from '../qemu/state.js';
 import type { HostPort, HotplugContext } from './context.js';
@@ -344,12 +344,11 @@ function withoutUndefined<T extends object>(o: T): Partial<T> {
 
 /** Plans and executes an add under the VM's lock. */
 export async function addNic(ctx: HotplugContext, request: AddRequest): Promise<AddResult> {
-  ctx.host.warmUp(); // the batch ip's start-up overlaps the lock and the preflight
   return ctx.record.locked(async () => {
-    const started = performance.now();
+    const started = monotonicMs();
     await recoverAdds(ctx);
     const plan = await planNic(ctx, request);
-    const preflight = performance.now() - started;
+    const preflight = monotonicMs() - started;
     const result = await executeAdd(ctx, plan, request.waitGuestMs);
     result.timings.preflight = preflight;
     result.timings.total += preflight;
@@ -381,25 +380,33 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
 
   // The intent first: if this process dies from here on, the next operation finds the NIC 'adding'.
   ctx.record.saveNic({ ...nicRecord(plan, 'adding'), ...(plan.persist ? {} : { transient: true }) });
-  const t0 = performance.now();
+  const t0 = monotonicMs();
   // Pipelined: if netdev_add fails, device_add fails too (no such netdev) and nothing exists.
-  const [n, d] = await Promise.allSettled([
+  const plugged = Promise.allSettled([
     qmp.execute(netdevCmd.execute, netdevCmd.arguments),
     qmp.execute(deviceCmd.execute, deviceCmd.arguments),
   ]);
+  // The commands are on their way; QEMU takes 10-15 ms over them. Starting the batch ip now (a
+  // fork that blocks this thread for several ms, if this process has none yet) costs nothing then.
+  ctx.host.warmUp();
+  const [n, d] = await plugged;
   if (n.status === 'rejected') {
     if (ctx.qmp.isReady) ctx.record.forgetNic(id); // nothing was made; with QMP lost, recovery judges later
     throw await failure(ctx, 'netdev_add', n.reason as Error, plan);
   }
   if (d.status === 'rejected') throw await undo(ctx, 'device_add', d.reason as Error, plan, false);
 
-  const t1 = performance.now();
+  const t1 = monotonicMs();
+  // QEMU confirms the device is there with our netdev while the bridging reaction runs: the answer
+  // also proves that the VM outlived the plug. The record is written once both are in.
+  const confirming = qmp.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'netdev' });
+  confirming.catch(() => {}); // judged below, after the bridging's outcome
   ctx.publish('DEVICE_ADDED', {
     ...{ device: id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, tapMac },
     ...{ mtu: mtu ?? null, rate: rate ?? null, ifb: ifb ?? null },
   });
   const outcome = await bridged.catch((e: Error) => e);
-  const t2 = performance.now();
+  const t2 = monotonicMs();
   const bridgeError =
     outcome instanceof Error
       ? outcome
@@ -407,9 +414,6 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
         ? new Error(outcome.data.error)
         : undefined;
   if (bridgeError) throw await undo(ctx, attachStep(plan), bridgeError, plan, true);
-  // Last, QEMU confirms the device is there with our netdev: proof that the VM outlived the whole
-  // add. The record is written while QEMU answers, and taken back if the answer is wrong.
-  const confirming = qmp.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'netdev' });
   ctx.record.saveNic(nicRecord(plan, 'active'));
   if (plan.persist) ctx.record.defineNic(nicDefinition(plan));
   try {
@@ -420,7 +424,7 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
     if (plan.persist) ctx.record.undefineNic(id);
     throw await undo(ctx, `confirming ${id}`, e as Error, plan, true);
   }
-  const t3 = performance.now();
+  const t3 = monotonicMs();
 
   const timings = { preflight: 0, plug: t1 - t0, bridging: t2 - t1, confirm: t3 - t2, total: t3 - t0 };
   const result: AddResult = {
@@ -430,14 +434,14 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
     timings,
   };
   if (waitGuestMs !== undefined) {
-    const t4 = performance.now();
+    const t4 = monotonicMs();
     const driver = await waitForDriver(ctx, id, waitGuestMs, linkUpSeen!);
     Object.assign(result, {
       guestReady: driver.ready,
       guestLinkUp: linkUp,
       ...(driver.mq !== undefined ? { guestMq: driver.mq } : {}),
     });
-    result.timings.guestWait = performance.now() - t4;
+    result.timings.guestWait = monotonicMs() - t4;
     result.activeQueues = (await ctx.host.showLink(tap))?.numQueues;
   }
   return result;
@@ -457,7 +461,7 @@ async function waitForDriver(
   linkUp: Promise<unknown>,
 ): Promise<{ ready: boolean; mq?: boolean }> {
   const path = `/machine/peripheral/${id}/virtio-backend`;
-  const deadline = performance.now() + timeoutMs;
+  const deadline = monotonicMs() + timeoutMs;
   for (;;) {
     let status: { status: { statuses: string[] }; 'guest-features'?: { 'dev-features'?: string[] } };
     try {
@@ -479,8 +483,8 @@ async function waitForDriver(
         mq: (status['guest-features']?.['dev-features'] ?? []).some((f) => f.startsWith('VIRTIO_NET_F_MQ')),
       };
     }
-    if (performance.now() >= deadline) return { ready: false };
-    await sleep(Math.min(100, deadline - performance.now()));
+    if (monotonicMs() >= deadline) return { ready: false };
+    await sleep(Math.min(100, deadline - monotonicMs()));
   }
 }
 

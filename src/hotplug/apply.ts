@@ -223,7 +223,6 @@ export async function applyLive(
       );
     }
     if (dryRun) return resultOf(plan, { dryRun: true });
-    ctx.host.warmUp();
     for (const nic of plan.remove) await removeNic(ctx, nic.id, removeTimeoutMs);
     for (const { current: nic, wanted: w } of plan.replace) {
       await removeNic(ctx, nic.id, removeTimeoutMs);

@@ -36,12 +36,10 @@ export async function startDefined(
     const paused = def.nics.length > 0;
     const record = await startVm(store, def.spec, { paused });
     if (!paused) return { record, nics: [] };
-    const vm = await Controller.open({ name: def.name, store, definitions, startIp: true }).catch(
-      async (e: unknown) => {
-        await stopVm(store, def.name).catch(() => {});
-        throw e;
-      },
-    );
+    const vm = await Controller.open({ name: def.name, store, definitions }).catch(async (e: unknown) => {
+      await stopVm(store, def.name).catch(() => {});
+      throw e;
+    });
     const nics: AddResult[] = [];
     let current: NicDefinition | undefined;
     try {

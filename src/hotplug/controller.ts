@@ -38,8 +38,6 @@ export interface OpenOptions {
   greetingTimeoutMs?: number;
   /** Per-command timeout (default 30 s, env MQ_HOTPLUG_QMP_TIMEOUT_MS). */
   commandTimeoutMs?: number;
-  /** Start the long-lived ip now, overlapping the QMP connect (for callers about to add a NIC). */
-  startIp?: boolean;
 }
 
 export class Controller {
@@ -85,7 +83,6 @@ export class Controller {
       target = options.monitor === 'events' ? record.eventsQmp : record.qmp;
     }
     const host = new LinuxHost(); // its batch ip starts with the first change, not for read-only commands
-    if (options.startIp) host.warmUp();
     let qmp: QmpClient;
     try {
       qmp = await QmpClient.connect(target, {

@@ -7,7 +7,7 @@ import { UsageError } from '../errors.js';
 import { QmpCommandError } from '../qmp/errors.js';
 import { EventTimeoutError, forDevice, nextEvent } from '../qmp/events.js';
 import { type NicRecord, type NicSpec, nicRecord } from '../qemu/state.js';
-import { within } from '../util/time.js';
+import { monotonicMs, within } from '../util/time.js';
 import type { AddPlan } from './add.js';
 import type { HotplugContext } from './context.js';
 import { type RollbackReport, UnplugPendingError } from './errors.js';
@@ -36,7 +36,7 @@ export async function removeNic(
   return ctx.record.locked(async () => {
     const nic = await findNic(ctx, selector);
     if (persist) ctx.record.undefineNic(nic.id); // the intent lasts, even while the guest has not let go
-    const started = performance.now();
+    const started = monotonicMs();
     const gone = await unplugDevice(ctx, nic.id, timeoutMs);
     if (!gone) {
       ctx.record.markNic(nic.id, 'unplug-pending');
@@ -47,7 +47,7 @@ export async function removeNic(
           `netdev ${nic.netdev} and tap ${nic.tap ?? '?'} kept; run remove again to retry`,
       );
     }
-    const unplugMs = performance.now() - started;
+    const unplugMs = monotonicMs() - started;
     await finishRemoval(ctx, nic);
     return { id: nic.id, netdev: nic.netdev, tap: nic.tap, mac: nic.mac, unplugMs };
   });
@@ -65,7 +65,7 @@ async function unplugDevice(ctx: HotplugContext, id: string, timeoutMs: number):
     () => (gone = true),
     () => {},
   );
-  const deadline = performance.now() + timeoutMs;
+  const deadline = monotonicMs() + timeoutMs;
   do {
     try {
       await ctx.qmp.execute('device_del', { id });
@@ -78,10 +78,10 @@ async function unplugDevice(ctx: HotplugContext, id: string, timeoutMs: number):
     }
     await within(
       deleted.catch(() => {}),
-      Math.min(RESEND_MS, deadline - performance.now()),
+      Math.min(RESEND_MS, deadline - monotonicMs()),
       undefined,
     );
-  } while (!gone && performance.now() < deadline);
+  } while (!gone && monotonicMs() < deadline);
   try {
     await deleted;
     return true;

@@ -242,7 +242,7 @@ function readPrivate(file: string): string {
 /** Write to a fresh temporary file (O_EXCL, never through a symlink), then rename over the target. */
 export function writePrivateAtomic(file: string, text: string): void {
   const tmp = `${file}.${process.pid}.tmp`;
-  fs.rmSync(tmp, { force: true });
+  removeIfThere(tmp);
   const fd = fs.openSync(
     tmp,
     fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
@@ -254,6 +254,15 @@ export function writePrivateAtomic(file: string, text: string): void {
     fs.closeSync(fd);
   }
   fs.renameSync(tmp, file);
+}
+
+/** unlink, where a missing file is fine (not fs.rmSync, which loads a module on every CLI start). */
+export function removeIfThere(file: string): void {
+  try {
+    fs.unlinkSync(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
 }
 
 /** True while the process exists and is not a zombie. */

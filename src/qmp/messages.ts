@@ -48,6 +48,6 @@ export function isEvent(m: object): m is QmpEvent {
 
 /** The current time as QEMU stamps events. */
 export function nowTimestamp(): QmpTimestamp {
-  const us = Math.round((performance.timeOrigin + performance.now()) * 1000);
+  const us = Date.now() * 1000;
   return { seconds: Math.floor(us / 1e6), microseconds: us % 1e6 };
 }
