@@ -4,18 +4,20 @@
  * hold). Prints a table of medians and p95s; writes every raw sample to bench-results.json.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Controller } from '../src/hotplug/controller.js';
 import type { AddResult } from '../src/hotplug/add.js';
 import { startVm, stopVm } from '../src/qemu/launcher.js';
 import { StateStore, type VmRecord } from '../src/qemu/state.js';
-import { CLI, PREFIX, QEMU, cleanupAll, makeBridge, tempDir } from '../test/helpers/env.js';
+import { CLI, PREFIX, QEMU, ROOT, cleanupAll, makeBridge, tempDir } from '../test/helpers/env.js';
 import { Guest, guestImage } from '../test/helpers/guest.js';
 import { RawQmp } from './bench/raw-qmp.js';
 import { type Libvirt, setupLibvirt } from './bench/libvirt.js';
 
 const run = promisify(execFile);
+const SEA = path.join(ROOT, 'build/sea/mq-hotplug');
 const samples: Record<string, number[]> = {};
 const record = (name: string, ms: number) => (samples[name] ??= []).push(ms);
 const quick = process.env.BENCH_QUICK === '1';
@@ -94,6 +96,10 @@ async function perNic(k: number, rounds: number, bridge: string): Promise<void> 
  */
 async function cliFigures(bridge: string, libvirt: Libvirt | undefined): Promise<void> {
   const vm = await freshVm(bridge);
+  // the single executable (npm run build:sea), where it was built: its own VM, as slots are counted
+  const sea = fs.existsSync(SEA) ? await freshVm(bridge) : undefined;
+  const raw = await freshVm(bridge);
+  const rawQmp = await RawQmp.connect(raw.qmp);
   const env = { ...process.env, MQ_HOTPLUG_STATE_DIR: store.root };
   for (let i = 0; i < ROUNDS.cli; i++) {
     record('node -e 0', (await time(() => run(process.execPath, ['-e', '0'])))[0]);
@@ -102,9 +108,18 @@ async function cliFigures(bridge: string, libvirt: Libvirt | undefined): Promise
       'cli add (new process per NIC)',
       (await time(() => run(process.execPath, [CLI, 'add', vm.name, '--queues', '8'], { env })))[0],
     );
+    record('baseline (CLI rounds)', (await time(() => rawQmp.addNic(i, `${raw.name}r${i}`, bridge)))[0]);
+    if (sea) {
+      record('sea --version', (await time(() => run(SEA, ['--version'])))[0]);
+      record(
+        'sea add (new process per NIC)',
+        (await time(() => run(SEA, ['add', sea.name, '--queues', '8'], { env })))[0],
+      );
+    }
     if (libvirt) record('virsh attach-device (new process per NIC)', (await time(() => libvirt.attach()))[0]);
   }
-  await stopVm(store, vm.name);
+  rawQmp.close();
+  for (const v of [vm, sea, raw]) if (v) await stopVm(store, v.name);
 }
 
 /**
@@ -210,6 +225,8 @@ function report(): void {
     ['virsh attach-device (new process per NIC)', 'baseline K=8', 'virsh attach-device, per process'],
     ['cli add (new process per NIC)', 'virsh attach-device (new process per NIC)', 'CLI add vs virsh, per process'],
     ['cli --version', 'node -e 0', 'CLI cold start (--version)'],
+    ['sea add (new process per NIC)', 'cli add (new process per NIC)', 'single executable add vs CLI'],
+    ['sea --version', 'node -e 0', 'single executable --version'],
     ['cli apply 28 NICs', 'baseline 28 adds (apply rounds)', 'CLI apply of 28 NICs (whole process)'],
     [
       'remove with guest: device_del to DEVICE_DELETED',
@@ -240,8 +257,21 @@ function report(): void {
       `apply of 28 NICs beyond 'node -e 0': ${beyond.toFixed(1)} ms; raw 28 adds: ${base.toFixed(1)} ms; ratio ${(beyond / base).toFixed(2)}x`,
     );
   }
-  const own = stats(samples['cli --version']!).median - stats(samples['node -e 0']!).median;
-  console.log(`\nCLI start-up beyond 'node -e 0': ${own.toFixed(1)} ms (median difference)`);
+  const beyondNode = (name: string) => stats(samples[name]!).median - stats(samples['node -e 0']!).median;
+  const rawAdd = stats(samples['baseline (CLI rounds)']!).median;
+  console.log(`\nCLI start-up beyond 'node -e 0': ${beyondNode('cli --version').toFixed(1)} ms (median difference)`);
+  for (const [name, label] of [
+    ['cli add (new process per NIC)', 'CLI add'],
+    ['sea add (new process per NIC)', 'single executable add'],
+  ] as const) {
+    if (!samples[name]) continue;
+    console.log(
+      `${label} beyond 'node -e 0': ${beyondNode(name).toFixed(1)} ms; raw add in the same rounds: ` +
+        `${rawAdd.toFixed(1)} ms; ratio ${(beyondNode(name) / rawAdd).toFixed(2)}x`,
+    );
+  }
+  if (samples['sea --version'])
+    console.log(`single executable start-up beyond 'node -e 0': ${beyondNode('sea --version').toFixed(1)} ms`);
   console.log(
     'ratios: median of the figure / median of its reference in this run (baseline = raw QMP client, sequential, + one ip exec).',
   );

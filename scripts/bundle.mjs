@@ -6,17 +6,8 @@
 // at build time, by a run of the hidden __warm command; it is never written at run time.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
 import { build } from 'esbuild';
-
-// rxjs's "node" export is its CommonJS build, which cannot be tree-shaken (146 KB in the bundle);
-// its ESM build can.
-const rxjsEsm = {
-  name: 'rxjs-esm',
-  setup(b) {
-    b.onResolve({ filter: /^rxjs$/ }, () => ({ path: path.resolve('node_modules/rxjs/dist/esm/index.js') }));
-  },
-};
+import { cliBundle, rxjsEsm } from './esbuild-options.mjs';
 
 // execa (and what it pulls in) was 40% of the bundle, and only start, stop and hooks use it: it goes
 // to its own file, dist/execa.cjs, required when the launcher first runs, so every start of the
@@ -29,30 +20,16 @@ const execaApart = {
   },
 };
 
-const common = {
-  bundle: true,
-  platform: 'node',
-  format: 'cjs',
-  target: 'node20',
-  minify: process.env.BUNDLE_MINIFY !== '0', // 0: readable names, for profiling
-  legalComments: 'none',
-  metafile: true,
-  logLevel: 'warning',
-};
 fs.rmSync('dist', { recursive: true, force: true });
-const result = await build({
-  ...common,
-  entryPoints: ['src/cli/main.ts'],
-  outfile: 'dist/mq-hotplug.cjs',
-  plugins: [rxjsEsm, execaApart],
-});
+const result = await build({ ...cliBundle, outfile: 'dist/mq-hotplug.cjs', plugins: [rxjsEsm, execaApart] });
 const execaBuild = await build({
-  ...common,
+  ...cliBundle,
+  entryPoints: undefined,
   stdin: { contents: "module.exports = require('execa');", resolveDir: '.' },
   outfile: 'dist/execa.cjs',
 });
 Object.assign(result.metafile.outputs, execaBuild.metafile.outputs);
-// the cache: compiled by a real run, so that what a command needs is in it
+// the cache: made by a run of the hidden __warm command, which loads every command's modules
 execFileSync(process.execPath, ['bin/mq-hotplug.cjs', '__warm'], {
   env: { ...process.env, MQ_HOTPLUG_MAKE_CODE_CACHE: '1' },
   stdio: 'ignore',

@@ -2,12 +2,13 @@
  * Installed like any CLI: `npm run install-cli` (scripts/install.sh) packs this checkout, installs
  * the tarball into a prefix and the bash completion into a directory; the command then runs from
  * the prefix, and bash, sourcing the completion, completes commands, options, VM names and NIC ids.
+ * `npm run build:sea` makes one executable file that runs where there is no node at all.
  */
 import { expect } from 'chai';
 import { execa } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT, tempDir } from '../helpers/env.js';
+import { QEMU, ROOT, makeBridge, tempDir } from '../helpers/env.js';
 
 describe('install: packed, installed into a prefix, with bash completion', function () {
   this.timeout(180_000);
@@ -63,5 +64,43 @@ describe('install: packed, installed into a prefix, with bash completion', funct
     expect(await complete('mq-hotplug --trace nics w')).to.deep.equal(['web1']);
     expect(await complete('mq-hotplug remove db1 ')).to.deep.equal(['net0', 'net1']);
     expect(await complete('mq-hotplug apply db1 -f ')).to.be.an('array'); // files: whatever is here
+  });
+
+  it('npm run build:sea: one executable that starts a VM, adds a bridged NIC and stops it, with no node on PATH', async () => {
+    await execa('node', [path.join(ROOT, 'scripts/build-sea.mjs')], { cwd: ROOT });
+    // PATH: the executable, QEMU (its directory also holds node, so it is linked alone), ip and tc
+    const tools = tempDir('seapath');
+    fs.symlinkSync(path.join(ROOT, 'build/sea'), path.join(tools, 'sea'));
+    const qemu = (await execa('bash', ['-c', `command -v ${QEMU}`])).stdout;
+    fs.mkdirSync(path.join(tools, 'bin'));
+    fs.symlinkSync(qemu, path.join(tools, 'bin', path.basename(qemu)));
+    const state = tempDir('seastate');
+    const env = {
+      PATH: `${path.join(tools, 'sea')}:${path.join(tools, 'bin')}:/usr/sbin:/sbin`,
+      MQ_HOTPLUG_STATE_DIR: state,
+      MQ_HOTPLUG_CONFIG_DIR: `${state}-config`,
+    };
+    const run = (args: string[]) => execa('mq-hotplug', args, { env, extendEnv: false, reject: false });
+    const node = await execa('sh', ['-c', 'command -v node'], { env, extendEnv: false, reject: false });
+    expect(node.exitCode, `node found at ${node.stdout}`).to.not.equal(0);
+    expect((await run(['--version'])).stdout).to.equal(
+      JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version,
+    );
+    const bridge = await makeBridge();
+    const started = await run(['start', 'sea1', '--cpus', '2', '--memory', '128M', '--qemu', path.basename(qemu)]);
+    try {
+      expect(started.exitCode, started.stderr).to.equal(0);
+      const added = await run(['add', 'sea1', '--queues', '4', '--bridge', bridge, '--json']);
+      expect(added.exitCode, added.stderr).to.equal(0);
+      const nic = JSON.parse(added.stdout) as { tap: string; queues: number };
+      expect(nic.queues).to.equal(4);
+      const master = fs.readlinkSync(`/sys/class/net/${nic.tap}/master`);
+      expect(path.basename(master)).to.equal(bridge);
+      const nics = await run(['nics', 'sea1', '--json']);
+      expect((JSON.parse(nics.stdout) as { tap: string }[]).map((n) => n.tap)).to.deep.equal([nic.tap]);
+    } finally {
+      const stopped = await run(['stop', 'sea1']);
+      expect(stopped.exitCode, stopped.stderr).to.equal(0);
+    }
   });
 });
