@@ -3,7 +3,7 @@
  *   1. plan (preflight): every check before anything is sent (one pipelined QMP burst + sysfs reads);
  *   2. netdev_add (QEMU creates the multiqueue tap) and device_add, sent pipelined;
  *   3. DEVICE_ADDED published on the event stream; the bridging reaction attaches the tap and sets it up;
- *   4. a qom-get, sent as the bridging starts, confirms the device; then the record gains the NIC.
+ *   4. a qom-get confirms the device while the record gains the NIC.
  * A failure after step 2 undoes what was done, in reverse order, and says so.
  *
  * `planNic` alone is the dry run: it changes nothing and returns what `executeAdd` would send.
@@ -397,10 +397,6 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
   if (d.status === 'rejected') throw await undo(ctx, 'device_add', d.reason as Error, plan, false);
 
   const t1 = monotonicMs();
-  // QEMU confirms the device is there with our netdev while the bridging reaction runs: the answer
-  // also proves that the VM outlived the plug. The record is written once both are in.
-  const confirming = qmp.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'netdev' });
-  confirming.catch(() => {}); // judged below, after the bridging's outcome
   ctx.publish('DEVICE_ADDED', {
     ...{ device: id, netdev, tap, mac, queues, vectors, vhost, bridge, bus, tapMac },
     ...{ mtu: mtu ?? null, rate: rate ?? null, ifb: ifb ?? null },
@@ -414,6 +410,11 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
         ? new Error(outcome.data.error)
         : undefined;
   if (bridgeError) throw await undo(ctx, attachStep(plan), bridgeError, plan, true);
+  // Last, QEMU confirms the device is there with our netdev: proof that the VM outlived the whole
+  // add, bridging included (asked before the bridging, QEMU could answer and then die while the
+  // tap was attached; faults.test.ts kills it at DEVICE_ADDED). The record is written while QEMU
+  // answers, and taken back if the answer is wrong.
+  const confirming = qmp.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property: 'netdev' });
   ctx.record.saveNic(nicRecord(plan, 'active'));
   if (plan.persist) ctx.record.defineNic(nicDefinition(plan));
   try {
