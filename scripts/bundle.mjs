@@ -1,40 +1,78 @@
-// Bundles the CLI into one CommonJS file, dist/mq-hotplug.cjs (execa apart, in dist/execa.cjs), and
-// a V8 code cache for it, dist/mq-hotplug.cjs.cache. rxjs, commander and execa as published cost about 140 ms of imports
-// per run; ESM chunks still cost Node's ESM loader and a compile at every start (Node 20 has no
-// module compile cache). One CJS file, loaded by bin/mq-hotplug.cjs through vm.Script with the
-// cache, starts about as fast as `node -e 0` (npm run bench measures it). The cache is made here,
-// at build time, by a run of the hidden __warm command; it is never written at run time.
+// Bundles the CLI into CommonJS files in dist/ (below), each with a V8 code cache (*.cjs.cache).
+// rxjs, commander and execa as published cost about 140 ms of imports per run; ESM chunks still
+// cost Node's ESM loader and a compile at every start (Node 20 has no module compile cache).
+// CommonJS bundles, run by bin/mq-hotplug.cjs through vm.Script with their caches, start about as
+// fast as `node -e 0` (npm run bench measures it). The caches are made here, at build time, by a
+// run of the hidden __warm command; they are never written at run time.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { build } from 'esbuild';
 import { cliBundle, rxjsEsm } from './esbuild-options.mjs';
 
-// execa (and what it pulls in) was 40% of the bundle, and only start, stop and hooks use it: it goes
-// to its own file, dist/execa.cjs, required when the launcher first runs, so every start of the
-// CLI reads, hashes and deserializes less (`--version` 7 ms sooner). It shares no state or classes
-// with the rest of mq-hotplug.
-const execaApart = {
-  name: 'execa-apart',
+// Three files, each a CommonJS bundle, so that a command loads only what it runs:
+//   mq-hotplug.cjs  commander and the program (main.ts): --version, --help, usage errors stop here;
+//   back.cjs        everything the commands run (back.ts), required on the first action;
+//   execa.cjs       execa and what it pulls in, for start, stop and hooks only (it was 40% of one
+//                   bundle: every add read, hashed and deserialized it).
+// No module with state or classes is in two of them (the error classes must be one, for
+// instanceof): main.ts imports only commander, util/write.ts and back.js; back.js reaches execa
+// only through the launcher and watch.
+const apart = (filter, file) => ({
+  name: `apart-${file}`,
   setup(b) {
-    b.onResolve({ filter: /^execa$/ }, () => ({ path: './execa.cjs', external: true }));
+    b.onResolve({ filter }, () => ({ path: `./${file}`, external: true }));
+  },
+});
+
+// commander requires child_process at its top for executable subcommands, which mq-hotplug does
+// not use; with it come net and streams, ~4 ms of every start. It gets a stand-in that loads
+// child_process on first use.
+const lazyChildProcess = {
+  name: 'lazy-child-process',
+  setup(b) {
+    b.onResolve({ filter: /^node:child_process$/, namespace: 'file' }, (args) =>
+      args.importer.includes('node_modules/commander/') ? { path: 'child_process', namespace: 'lazy' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'lazy' }, () => ({
+      contents: "module.exports = { spawn: (...a) => require('node:child_process').spawn(...a) };",
+      loader: 'js',
+    }));
   },
 };
 
 fs.rmSync('dist', { recursive: true, force: true });
-const result = await build({ ...cliBundle, outfile: 'dist/mq-hotplug.cjs', plugins: [rxjsEsm, execaApart] });
-const execaBuild = await build({
+const result = await build({
   ...cliBundle,
-  entryPoints: undefined,
-  stdin: { contents: "module.exports = require('execa');", resolveDir: '.' },
-  outfile: 'dist/execa.cjs',
+  outfile: 'dist/mq-hotplug.cjs',
+  plugins: [apart(/^\.\/back\.js$/, 'back.cjs'), lazyChildProcess],
+  supported: { 'dynamic-import': false }, // import('./back.js') becomes a require the bin answers
 });
-Object.assign(result.metafile.outputs, execaBuild.metafile.outputs);
+for (const [entry, outfile, plugins] of [
+  ['src/cli/back.ts', 'dist/back.cjs', [rxjsEsm, apart(/^execa$/, 'execa.cjs')]],
+  [undefined, 'dist/execa.cjs', []],
+]) {
+  const built = await build({
+    ...cliBundle,
+    ...(entry
+      ? { entryPoints: [entry] }
+      : { entryPoints: undefined, stdin: { contents: "module.exports = require('execa');", resolveDir: '.' } }),
+    outfile,
+    plugins,
+  });
+  Object.assign(result.metafile.outputs, built.metafile.outputs);
+}
+// the front may share with back.cjs only util/write.ts, which has no state and no classes
+const front = Object.keys(result.metafile.outputs['dist/mq-hotplug.cjs'].inputs);
+const allowed = ['src/cli/main.ts', 'src/util/write.ts'];
+if (front.some((f) => f.startsWith('src/') && !allowed.includes(f)))
+  throw new Error(`bundle: the front bundle may hold only ${allowed.join(', ')} of src/; it holds ${front.join(', ')}`);
 // the cache: made by a run of the hidden __warm command, which loads every command's modules
 execFileSync(process.execPath, ['bin/mq-hotplug.cjs', '__warm'], {
   env: { ...process.env, MQ_HOTPLUG_MAKE_CODE_CACHE: '1' },
   stdio: 'ignore',
 });
-if (!fs.existsSync('dist/mq-hotplug.cjs.cache')) throw new Error('bundle: no code cache was made');
+for (const f of ['dist/mq-hotplug.cjs.cache', 'dist/back.cjs.cache'])
+  if (!fs.existsSync(f)) throw new Error(`bundle: no code cache ${f} was made`);
 
 if (process.env.BUNDLE_REPORT) {
   for (const [out, o] of Object.entries(result.metafile.outputs)) console.log(String(o.bytes).padStart(8), out);

@@ -12,6 +12,7 @@ import { Controller } from '../hotplug/controller.js';
 import type { AddRequest } from '../hotplug/add.js';
 import { QmpCommandError } from '../qmp/errors.js';
 import { note, printJson, table } from './output.js';
+import { writeOut } from '../util/write.js';
 
 export interface GlobalOptions {
   stateDir: string;
@@ -120,7 +121,7 @@ export async function start(
   checkSpec(spec);
   const running = store.list().includes(vm) ? safeRecord(store, vm) : undefined;
   if (running && qemuAlive(running)) {
-    if (o.ifNotRunning) return void process.stdout.write(`${vm} is already running (pid ${running.pid})\n`);
+    if (o.ifNotRunning) return void writeOut(`${vm} is already running (pid ${running.pid})\n`);
     throw new UsageError(`VM '${vm}' is already running (pid ${running.pid}); stop it first or pick another name`);
   }
   const { startDefined } = await import('../hotplug/boot.js');
@@ -135,12 +136,12 @@ export async function start(
   else definitions.write({ version: DEFINITION_VERSION, name: vm, spec, nics: [] });
   if (o.json) return printJson({ ...record, nics: store.read(vm)?.nics ?? record.nics });
   const s = record.spec;
-  process.stdout.write(
+  writeOut(
     `started ${vm}: pid ${record.pid}, ${s.machine}, ${s.cpus} vCPUs, ${s.memory}, ${s.accel}` +
       `${spec.accel === 'auto' ? ` (${record.accelReason})` : ''}; QMP ready at ${record.qmp}\n`,
   );
   if (nics.length) {
-    process.stdout.write(
+    writeOut(
       `saved NICs back: ${nics.map((n) => `${n.id} (${n.mac}, tap ${n.tap}, ${n.bus} ${n.addr})`).join(', ')}\n`,
     );
   }
@@ -159,7 +160,7 @@ export async function undefine(vm: string, o: { json?: boolean }, g: GlobalOptio
       throw new UsageError(`VM '${vm}' has no definition in ${definitions.root} (see 'mq-hotplug vms')`);
   });
   if (o.json) return printJson({ name: vm, undefined: true });
-  process.stdout.write(`undefined ${vm}: ${definitions.file(vm)} removed\n`);
+  writeOut(`undefined ${vm}: ${definitions.file(vm)} removed\n`);
 }
 
 /** `apply <vm> -f FILE`: the VM's NICs become exactly the spec's (see hotplug/apply.ts). */
@@ -209,7 +210,7 @@ export async function apply(
   ];
   const where = result.definitionOnly ? ` (${vm} is not running: its definition only)` : '';
   const prefix = result.dryRun ? 'dry run, would have: ' : '';
-  process.stdout.write(
+  writeOut(
     lines.length ? `${prefix}${lines.join('; ')}${where}\n` : `no change: ${vm} has exactly these NICs${where}\n`,
   );
 }
@@ -227,7 +228,7 @@ export async function stop(vm: string, o: { timeout: string; json?: boolean }, g
   const { stopVm } = await launcher();
   const result = await stopVm(storeOf(g), vm, seconds(o.timeout, 'timeout'));
   if (o.json) return printJson(result);
-  process.stdout.write(
+  writeOut(
     result.how === 'already-dead'
       ? `${vm} was already dead; its state is cleaned up\n`
       : `stopped ${vm}${result.how === 'quit' ? '' : ` (${result.how} after quit failed)`}\n`,
@@ -297,7 +298,7 @@ export async function vms(o: { json?: boolean }, g: GlobalOptions): Promise<void
         defined: r.defined,
       })),
     );
-  process.stdout.write(
+  writeOut(
     table(
       ['NAME', 'PID', 'STATE', 'MACHINE', 'CPUS', 'MEMORY', 'ACCEL', 'NICS', 'DEFINED'],
       rows.map((r) => [
@@ -359,10 +360,7 @@ export async function doctor(o: { json?: boolean; qemu: string }): Promise<void>
     checks.push({ check: 'ip', status: 'fail', detail: (e as Error).message });
   }
   if (o.json) printJson(checks);
-  else
-    process.stdout.write(
-      checks.map((c) => `${c.status.padEnd(4)}  ${c.check.padEnd(14)}  ${c.detail}`).join('\n') + '\n',
-    );
+  else writeOut(checks.map((c) => `${c.status.padEnd(4)}  ${c.check.padEnd(14)}  ${c.detail}`).join('\n') + '\n');
   if (checks.some((c) => c.status === 'fail')) process.exitCode = 1;
 }
 
@@ -410,9 +408,9 @@ export async function add(
     const { notes, ...plan } = await withController(vm, g, (c) => c.planNic(request));
     for (const n of notes) note(n);
     if (o.json) return printJson({ dryRun: true, ...plan, notes });
-    process.stdout.write(`dry run: nothing changed. Would send:\n`);
-    for (const cmd of plan.commands) process.stdout.write(`  ${JSON.stringify(cmd)}\n`);
-    process.stdout.write(`then run:\n${plan.hostCommands.map((c) => `  ${c.join(' ')}\n`).join('')}`);
+    writeOut(`dry run: nothing changed. Would send:\n`);
+    for (const cmd of plan.commands) writeOut(`  ${JSON.stringify(cmd)}\n`);
+    writeOut(`then run:\n${plan.hostCommands.map((c) => `  ${c.join(' ')}\n`).join('')}`);
     return;
   }
   const r = await withController(vm, g, (c) => c.addNic(request));
@@ -424,14 +422,14 @@ export async function add(
       ...r,
       timings: Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, Math.round(v * 100) / 100])),
     });
-  process.stdout.write(
+  writeOut(
     `added ${r.id} to ${vm}: ${r.queues} queues, tap ${r.tap} ${r.bridge ? `on ${r.bridge}` : '(no bridge)'} up, ` +
       `mac ${r.mac}, vectors ${r.vectors}, vhost ${r.vhost ? 'on' : 'off'}, bus ${r.bus}` +
       `${r.mtu ? `, mtu ${r.mtu}` : ''}${r.guestMtu && r.guestMtu !== r.mtu ? ` (guest ${r.guestMtu})` : ''}${r.rate ? `, rate ${r.rate} Mbit/s` : ''}\n`,
   );
   if (r.guestReady !== undefined) {
     const link = r.guestLinkUp ? 'link up' : 'link not up yet (the guest has no network configuration for it?)';
-    process.stdout.write(
+    writeOut(
       r.guestReady
         ? `guest driver took ${r.id} after ${Math.round(r.timings.guestWait ?? 0)} ms: ${r.activeQueues ?? '?'} of ${r.queues} queue pairs active, ${link}\n`
         : `guest driver did not take ${r.id} within the wait; ${r.activeQueues ?? '?'} queue pairs active\n`,
@@ -448,7 +446,7 @@ export async function remove(
   const timeoutMs = seconds(o.timeout, 'timeout');
   const r = await withController(vm, g, (c) => c.removeNic(nic, timeoutMs, { persist: o.transient !== true }));
   if (o.json) return printJson({ ...r, unplugMs: Math.round(r.unplugMs) });
-  process.stdout.write(
+  writeOut(
     `removed ${r.id} from ${vm} (DEVICE_DELETED after ${Math.round(r.unplugMs)} ms; netdev ${r.netdev} and tap ${r.tap ?? '?'} gone)\n`,
   );
 }
@@ -456,7 +454,7 @@ export async function remove(
 export async function nics(vm: string, o: { json?: boolean }, g: GlobalOptions): Promise<void> {
   const views = await withController(vm, g, (c) => c.listNics());
   if (o.json) return printJson(views);
-  process.stdout.write(
+  writeOut(
     table(
       [
         'ID',

@@ -11,6 +11,7 @@ import type { Command } from 'commander';
 import { DefinitionStore } from '../qemu/definition.js';
 import { StateStore } from '../qemu/state.js';
 import type { GlobalOptions } from './commands.js';
+import { writeOut } from '../util/write.js';
 
 /** Option values that have a fixed set of choices. */
 const CHOICES: Record<string, string> = {
@@ -105,7 +106,7 @@ export function completeWords(what: string, vm: string | undefined, g: GlobalOpt
     const def = quiet(() => definitions.read(vm), undefined);
     words = [...new Set([...(record?.nics ?? []), ...(def?.nics ?? [])].map((n) => n.id))];
   }
-  process.stdout.write(
+  writeOut(
     words
       .sort()
       .map((w) => `${w}\n`)

@@ -1,11 +1,15 @@
-#!/usr/bin/env node
 /**
  * The command line: thin commander commands over the layers below. Each action loads its
  * implementation on demand, so `--version` or `vms` does not pay for what `add` needs.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { fail } from './output.js';
-import { setTrace } from '../util/trace.js';
+import { writeErr, writeOut } from '../util/write.js';
+
+/** What the commands run: imported on the first action only (see back.ts). */
+const back = () => import('./back.js');
+const commands = async () => (await back()).commands();
+const watchCommands = async () => (await back()).watch();
+const completion = async () => (await back()).completion();
 
 const VERSION = '0.1.0';
 
@@ -40,10 +44,11 @@ export function buildProgram(): Command {
     )
     .option('--events-qmp <path>', 'events QMP socket of such a VM, for watch')
     .option('--trace', 'print every QMP message and ip command to stderr, timestamped (env MQ_HOTPLUG_TRACE=1)')
+    .configureOutput({ writeOut, writeErr }) // not process.stdout: see util/write.ts
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .hook('preAction', (cmd) => {
-      if (cmd.opts().trace) setTrace(true);
+    .hook('preAction', async (cmd) => {
+      if (cmd.opts().trace) (await back()).setTrace(true);
     });
 
   program
@@ -74,36 +79,32 @@ export function buildProgram(): Command {
     .option('--bridge <bridge>', 'default bridge for add')
     .option('--if-not-running', 'a VM that is already running is not an error (for service managers)')
     .option('--json', 'print the VM record as JSON')
-    .action(async (vm, opts, cmd) =>
-      (await import('./commands.js')).start(vm, opts, cmd.optsWithGlobals(), givenOptions(cmd)),
-    );
+    .action(async (vm, opts, cmd) => (await commands()).start(vm, opts, cmd.optsWithGlobals(), givenOptions(cmd)));
 
   program
     .command('stop <vm>')
     .description('quit the VM (SIGTERM/SIGKILL after the timeout) and remove its runtime state; its definition stays')
     .option('--timeout <seconds>', 'how long to wait for QEMU to exit', '10')
     .option('--json', 'JSON output')
-    .action(async (vm, opts, cmd) => (await import('./commands.js')).stop(vm, opts, cmd.optsWithGlobals()));
+    .action(async (vm, opts, cmd) => (await commands()).stop(vm, opts, cmd.optsWithGlobals()));
 
   program
     .command('vms')
     .description('list VMs with their live state')
     .option('--json', 'JSON output')
-    .action(async (opts, cmd) => (await import('./commands.js')).vms(opts, cmd.optsWithGlobals()));
+    .action(async (opts, cmd) => (await commands()).vms(opts, cmd.optsWithGlobals()));
 
   program
     .command('doctor')
     .description('check the host: QEMU, /dev/net/tun, vhost-net, KVM, ip, bridges')
     .option('--json', 'JSON output')
     .option('--qemu <path>', 'QEMU binary', 'qemu-system-x86_64')
-    .action(async (opts) => (await import('./commands.js')).doctor(opts));
+    .action(async (opts) => (await commands()).doctor(opts));
 
   program
     .command('qmp <vm> <command> [args-json]')
     .description("send one QMP command to the VM's control monitor and print its return as JSON")
-    .action(async (vm, command, args, _opts, cmd) =>
-      (await import('./commands.js')).qmp(vm, command, args, cmd.optsWithGlobals()),
-    );
+    .action(async (vm, command, args, _opts, cmd) => (await commands()).qmp(vm, command, args, cmd.optsWithGlobals()));
 
   program
     .command('add <vm>')
@@ -125,7 +126,7 @@ export function buildProgram(): Command {
     .option('--transient', "do not keep the NIC in the VM's definition: it lasts only as long as the running VM")
     .option('--dry-run', 'print the QMP commands and host commands that would run, change nothing')
     .option('--json', 'JSON output')
-    .action(async (vm, opts, cmd) => (await import('./commands.js')).add(vm, opts, cmd.optsWithGlobals()));
+    .action(async (vm, opts, cmd) => (await commands()).add(vm, opts, cmd.optsWithGlobals()));
 
   program
     .command('apply <vm>')
@@ -134,13 +135,13 @@ export function buildProgram(): Command {
     .option('--timeout <seconds>', 'how long to wait for the guest to release each removed NIC', '10')
     .option('--dry-run', 'print what would change, change nothing')
     .option('--json', 'JSON output: {changed, added, removed, replaced, updated, unchanged}')
-    .action(async (vm, opts, cmd) => (await import('./commands.js')).apply(vm, opts, cmd.optsWithGlobals()));
+    .action(async (vm, opts, cmd) => (await commands()).apply(vm, opts, cmd.optsWithGlobals()));
 
   program
     .command('undefine <vm>')
     .description("forget a stopped VM's definition (its saved spec and NICs)")
     .option('--json', 'JSON output')
-    .action(async (vm, opts, cmd) => (await import('./commands.js')).undefine(vm, opts, cmd.optsWithGlobals()));
+    .action(async (vm, opts, cmd) => (await commands()).undefine(vm, opts, cmd.optsWithGlobals()));
 
   program
     .command('remove <vm> <nic>')
@@ -148,13 +149,13 @@ export function buildProgram(): Command {
     .option('--timeout <seconds>', 'how long to wait for the guest to release the device', '10')
     .option('--transient', "leave the VM's definition as it is: the NIC comes back at the next start")
     .option('--json', 'JSON output')
-    .action(async (vm, nic, opts, cmd) => (await import('./commands.js')).remove(vm, nic, opts, cmd.optsWithGlobals()));
+    .action(async (vm, nic, opts, cmd) => (await commands()).remove(vm, nic, opts, cmd.optsWithGlobals()));
 
   program
     .command('nics <vm>')
     .description("list the VM's NICs: QOM joined with the host's taps, with drift from the record")
     .option('--json', 'JSON output')
-    .action(async (vm, opts, cmd) => (await import('./commands.js')).nics(vm, opts, cmd.optsWithGlobals()));
+    .action(async (vm, opts, cmd) => (await commands()).nics(vm, opts, cmd.optsWithGlobals()));
 
   program
     .command('watch <vm>')
@@ -175,14 +176,14 @@ export function buildProgram(): Command {
     .option('--reconcile', 'react: finish unplugs the guest did, re-attach taps that lost their bridge')
     .option('--follow', 'when the VM stops, wait for a VM of that name to start again')
     .option('--check-interval <seconds>', 'with --reconcile: how often taps are checked besides on events', '5')
-    .action(async (vm, opts, cmd) => (await import('./watch.js')).watch(vm, opts, cmd.optsWithGlobals()));
+    .action(async (vm, opts, cmd) => (await watchCommands()).watch(vm, opts, cmd.optsWithGlobals()));
 
   program
     .command('agent <vm>')
     .description('long-running reactions for a VM (watch --reconcile --follow without the printing)')
     .option('--check-interval <seconds>', 'how often taps are checked besides on events', '5')
     .action(async (vm, opts, cmd) =>
-      (await import('./watch.js')).watch(
+      (await watchCommands()).watch(
         vm,
         { ...opts, reconcile: true, follow: true, quiet: true, on: [], exec: [] },
         cmd.optsWithGlobals(),
@@ -193,14 +194,14 @@ export function buildProgram(): Command {
     .command('completion <shell>')
     .description("print a completion script: 'bash' (source <(mq-hotplug completion bash))")
     .action(async (shell: string) => {
-      if (shell !== 'bash') throw new (await import('../errors.js')).UsageError(`invalid shell '${shell}': use bash`);
-      process.stdout.write((await import('./completion.js')).bashCompletion(program));
+      if (shell !== 'bash') throw new (await back()).UsageError(`invalid shell '${shell}': use bash`);
+      writeOut((await completion()).bashCompletion(program));
     });
 
   // for the build's V8 code cache (scripts/bundle.mjs): loads every command's modules, so that
   // their top-level code is compiled into the cache, and formats the help; runs nothing
   program.command('__warm', { hidden: true }).action(async () => {
-    await Promise.all([import('./commands.js'), import('./watch.js'), import('./completion.js')]);
+    await Promise.all([commands(), watchCommands(), completion()]);
     program.helpInformation();
   });
 
@@ -208,7 +209,7 @@ export function buildProgram(): Command {
   program
     .command('__complete <what> [vm]', { hidden: true })
     .action(async (what: string, vm: string | undefined, _opts, cmd) =>
-      (await import('./completion.js')).completeWords(what, vm, cmd.optsWithGlobals()),
+      (await completion()).completeWords(what, vm, cmd.optsWithGlobals()),
     );
 
   return program;
@@ -223,7 +224,7 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = e.exitCode === 0 ? 0 : 2;
       return;
     }
-    fail(e);
+    (await back()).fail(e);
   }
 }
 

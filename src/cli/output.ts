@@ -1,20 +1,21 @@
 /** Output helpers: one-line errors with an exit code per kind, tables, JSON, warnings. */
 import { exitCodeOf } from '../errors.js';
+import { writeErr, writeOut } from '../util/write.js';
 
 /** Prints one line "mq-hotplug: <message>" and sets the exit code by the error's kind. */
 export function fail(e: unknown): void {
   const message = e instanceof Error ? e.message : String(e);
-  process.stderr.write(`mq-hotplug: ${message.replace(/\n/g, ' | ')}\n`);
+  writeErr(`mq-hotplug: ${message.replace(/\n/g, ' | ')}\n`);
   process.exitCode = exitCodeOf(e);
 }
 
 export function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  writeOut(JSON.stringify(value, null, 2) + '\n');
 }
 
 /** A warning or note: always on stderr, whatever the output format (JSON output carries it too). */
 export function note(message: string): void {
-  process.stderr.write(`note: ${message}\n`);
+  writeErr(`note: ${message}\n`);
 }
 
 /** A plain aligned table; null and undefined print as '-'. */

@@ -13,6 +13,7 @@ import { checkVmName } from '../host/validate.js';
 import type { GlobalOptions } from './commands.js';
 import { pollUntil } from '../util/time.js';
 import { releaseHostLinks } from '../qemu/launcher.js';
+import { writeOut, writeErr } from '../util/write.js';
 
 export interface WatchOptions {
   json?: boolean;
@@ -69,7 +70,7 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
       for (const hook of hooks) if (hook.event === e.event || hook.event === '*') void runHook(hook, vm, e);
     });
     const reacting = o.reconcile ? controller.startReconcile(controller.events$, periodMs) : undefined;
-    process.stderr.write(`watching ${vm}${o.reconcile ? ' and reconciling' : ''} (Ctrl-C to stop)\n`);
+    writeErr(`watching ${vm}${o.reconcile ? ' and reconciling' : ''} (Ctrl-C to stop)\n`);
     const reason = await controller.qmp.closed;
     printing.unsubscribe();
     reacting?.unsubscribe();
@@ -79,7 +80,7 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
       lastEvent === 'SHUTDOWN'
         ? 'the VM shut down'
         : `its QMP connection closed${reason ? ` (${reason.message})` : ''}`;
-    process.stderr.write(`${vm}: ${why}\n`);
+    writeErr(`${vm}: ${why}\n`);
     if (store && o.reconcile) {
       const record = store.read(vm);
       if (record && !qemuAlive(record)) {
@@ -88,7 +89,7 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
       }
     }
     if (!o.follow || !store) break;
-    process.stderr.write(`${vm}: waiting for it to start again (--follow)\n`);
+    writeErr(`${vm}: waiting for it to start again (--follow)\n`);
   }
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
@@ -97,13 +98,11 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
 function print(vm: string, e: VmEvent, json?: boolean): void {
   const { event, data, timestamp, source } = e;
   if (json) {
-    process.stdout.write(JSON.stringify({ event, data, timestamp, vm, source }) + '\n');
+    writeOut(JSON.stringify({ event, data, timestamp, vm, source }) + '\n');
     return;
   }
   const at = new Date(timestamp.seconds * 1000 + timestamp.microseconds / 1000).toISOString();
-  process.stdout.write(
-    `${at} ${vm} ${source === 'controller' ? 'mq-hotplug' : 'qemu'} ${event} ${JSON.stringify(data)}\n`,
-  );
+  writeOut(`${at} ${vm} ${source === 'controller' ? 'mq-hotplug' : 'qemu'} ${event} ${JSON.stringify(data)}\n`);
 }
 
 /** Runs one hook: argv only (no shell), the event as JSON on stdin and as MQH_* variables. */
@@ -123,11 +122,10 @@ async function runHook(hook: Hook, vm: string, e: VmEvent): Promise<void> {
   }
   try {
     const result = await execa(hook.argv[0]!, hook.argv.slice(1), { input: json, env, reject: false, timeout: 60_000 });
-    if (result.failed)
-      process.stderr.write(`hook '${hook.argv.join(' ')}' for ${e.event} failed: ${result.shortMessage}\n`);
-    else if (result.stdout) process.stderr.write(result.stdout + '\n');
+    if (result.failed) writeErr(`hook '${hook.argv.join(' ')}' for ${e.event} failed: ${result.shortMessage}\n`);
+    else if (result.stdout) writeErr(result.stdout + '\n');
   } catch (err) {
-    process.stderr.write(`hook '${hook.argv.join(' ')}' for ${e.event} failed: ${(err as Error).message}\n`);
+    writeErr(`hook '${hook.argv.join(' ')}' for ${e.event} failed: ${(err as Error).message}\n`);
   }
 }
 
