@@ -8,12 +8,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { build } from 'esbuild';
 import postject from 'postject';
-import { cliBundle, rxjsEsm } from './esbuild-options.mjs';
+import { cliBundle, lazyChildProcess, rxjsEsm } from './esbuild-options.mjs';
 
 const out = path.resolve('build/sea');
 fs.rmSync(out, { recursive: true, force: true });
 fs.mkdirSync(out, { recursive: true });
-await build({ ...cliBundle, outfile: path.join(out, 'main.cjs'), plugins: [rxjsEsm] });
+await build({ ...cliBundle, outfile: path.join(out, 'main.cjs'), plugins: [rxjsEsm, lazyChildProcess] });
 const config = path.join(out, 'sea-config.json');
 const blob = path.join(out, 'sea-prep.blob');
 fs.writeFileSync(

@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { build } from 'esbuild';
-import { cliBundle, rxjsEsm } from './esbuild-options.mjs';
+import { cliBundle, lazyChildProcess, rxjsEsm } from './esbuild-options.mjs';
 
 // Three files, each a CommonJS bundle, so that a command loads only what it runs:
 //   mq-hotplug.cjs  commander and the program (main.ts): --version, --help, usage errors stop here;
@@ -23,22 +23,6 @@ const apart = (filter, file) => ({
     b.onResolve({ filter }, () => ({ path: `./${file}`, external: true }));
   },
 });
-
-// commander requires child_process at its top for executable subcommands, which mq-hotplug does
-// not use; with it come net and streams, ~4 ms of every start. It gets a stand-in that loads
-// child_process on first use.
-const lazyChildProcess = {
-  name: 'lazy-child-process',
-  setup(b) {
-    b.onResolve({ filter: /^node:child_process$/, namespace: 'file' }, (args) =>
-      args.importer.includes('node_modules/commander/') ? { path: 'child_process', namespace: 'lazy' } : undefined,
-    );
-    b.onLoad({ filter: /.*/, namespace: 'lazy' }, () => ({
-      contents: "module.exports = { spawn: (...a) => require('node:child_process').spawn(...a) };",
-      loader: 'js',
-    }));
-  },
-};
 
 fs.rmSync('dist', { recursive: true, force: true });
 const result = await build({
