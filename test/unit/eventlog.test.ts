@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { appendLine, tailEventLog } from '../../src/qemu/eventlog.js';
-import { sleep } from '../../src/util/time.js';
+import { pollUntil, sleep } from '../../src/util/time.js';
 
 describe('event log', () => {
   let dir: string;
@@ -29,7 +29,7 @@ describe('event log', () => {
       if (!fs.existsSync(file) || fs.statSync(file).ino !== before) rotations++;
       if (n % 7 === 0) await sleep(1); // the watcher reads in the middle of the bursts, and of rotations
     }
-    await sleep(100);
+    await pollUntil(() => seen.length >= 600, 5000); // the tail's 3 ms polls catch up
     tail.unsubscribe();
     expect(rotations).to.be.above(10);
     expect(seen).to.deep.equal(Array.from({ length: 600 }, (_, i) => i));
@@ -44,7 +44,7 @@ describe('event log', () => {
     await sleep(10);
     appendLine(file, JSON.stringify({ n: 1 }));
     appendLine(file, JSON.stringify({ n: 2 }));
-    await sleep(50);
+    await pollUntil(() => seen.length >= 2, 5000);
     tail.unsubscribe();
     expect(seen).to.deep.equal([1, 2]);
   });

@@ -17,6 +17,7 @@ import { decideVhost, vhostNetUsable } from '../../src/host/ip.js';
 import { EXIT_CODES, MqHotplugError, StateError, UsageError, exitCodeOf } from '../../src/errors.js';
 import { QmpDisconnectedError, QmpError } from '../../src/qmp/errors.js';
 import { World } from '../helpers/ports.js';
+import { pollUntil } from '../../src/util/time.js';
 import { nicRecord } from '../../src/qemu/state.js';
 
 /** A world with a bridge br0, and a context with the bridging reaction running. */
@@ -349,7 +350,8 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       await addNic(ctx, { queues: 2, bridge: 'br0' });
       const reconciling = startReconcile(ctx, ctx.events$, 20);
       world.links.get('vm-nic0')!.master = undefined;
-      await new Promise((r) => setTimeout(r, 100));
+      // a few 20 ms rounds; waited for, not timed, as CI machines are slow at times
+      await pollUntil(() => world.published.some((e) => e.event === 'NIC_REATTACHED'), 5000);
       expect(world.links.get('vm-nic0')!.master).to.equal('br0');
       expect(world.published.find((e) => e.event === 'NIC_REATTACHED')?.data).to.deep.equal({
         device: 'nic0',
@@ -366,7 +368,7 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
         timestamp: { seconds: 0, microseconds: 0 },
         source: 'qemu',
       });
-      await new Promise((r) => setTimeout(r, 50));
+      await pollUntil(() => world.published.at(-1)?.event === 'NIC_REMOVED', 5000);
       expect(world.record!.nics.map((n) => n.id)).to.deep.equal(['nic0']);
       expect(world.published.at(-1)).to.deep.include({ event: 'NIC_REMOVED' });
       expect(world.published.at(-1)!.data).to.include({ device: 'nic1', reason: 'guest-initiated unplug' });
@@ -517,7 +519,7 @@ describe('ports: the tap as a good citizen of its bridge (in-memory ports)', () 
       `ifb ${nic.ifb} missing`,
     ]);
     const reconciling = startReconcile(ctx, ctx.events$, 20);
-    await new Promise((r) => setTimeout(r, 100));
+    await pollUntil(() => world.published.some((e) => e.event === 'NIC_REATTACHED'), 5000);
     reconciling.unsubscribe();
     expect((await listNics(ctx))[0]!.drift).to.deep.equal([]);
     const fixed = world.published.find((e) => e.event === 'NIC_REATTACHED')!.data as { fixed: string[] };

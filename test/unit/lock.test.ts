@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { lockKey, withVmLock } from '../../src/qemu/lock.js';
 import { StateError } from '../../src/errors.js';
-import { sleep } from '../../src/util/time.js';
+import { pollUntil, sleep } from '../../src/util/time.js';
 import { ROOT } from '../helpers/env.js';
 
 const key = () => lockKey(`/tmp/mqh-lock-test-${process.pid}-${Math.random()}`, 'vm1');
@@ -48,15 +48,15 @@ describe('VM lock', () => {
 
   it('times out naming the holding process', async () => {
     const k = key();
-    let release!: () => void;
+    let release: (() => void) | undefined;
     const holding = withVmLock(k, () => new Promise<void>((r) => (release = r)));
-    await sleep(20);
+    await pollUntil(() => release !== undefined, 5000); // held: bound and running
     const script = `import { withVmLock } from ${JSON.stringify(path.join(ROOT, 'build/src/qemu/lock.js'))};
       await withVmLock(process.argv[1], async () => {}, 200, "VM 'vm1'");`;
     const other = await execa(process.execPath, ['--input-type=module', '-e', script, k], { reject: false });
     expect(other.exitCode).to.not.equal(0);
     expect(other.stderr).to.include(`VM 'vm1' is locked by pid ${process.pid} (still held after the wait)`);
-    release();
+    release!();
     await holding;
     expect(new StateError('x').exitKind).to.equal('usage');
   });

@@ -12,6 +12,7 @@ import {
 import { EventTimeoutError, forDevice, nextEvent } from '../../src/qmp/events.js';
 import type { QmpEvent } from '../../src/qmp/messages.js';
 import { type Chunking, FakeQmpServer, loadTranscript, prng, randomChunks } from '../helpers/fake-qmp.js';
+import { pollUntil } from '../../src/util/time.js';
 
 const event = (name: string, data?: object) => ({
   event: name,
@@ -111,7 +112,7 @@ describe('QmpClient against a fake QMP server', () => {
     await conn.sendJson({ return: {}, id: caps.id });
     await connecting;
     await conn.sendJson(event('DEVICE_DELETED', { device: 'nic0', path: '/machine/peripheral/nic0' }));
-    await new Promise((r) => setTimeout(r, 20));
+    await pollUntil(() => events.length >= 3, 5000);
     expect(events.map((e) => [e.event, e.data])).to.deep.equal([
       ['EARLY', { n: 1 }],
       ['BETWEEN', {}],
