@@ -3,8 +3,8 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
 import { QmpClient } from '../../src/qmp/client.js';
-import { StateStore, type VmRecord } from '../../src/qemu/state.js';
-import { QEMU, cli, sleep, tempDir, trackPid } from '../helpers/env.js';
+import { StateStore, type VmRecord, qemuAlive } from '../../src/qemu/state.js';
+import { QEMU, cli, sleep, tempDir, trackPid, until } from '../helpers/env.js';
 
 const mode = (p: string) => (fs.statSync(p).mode & 0o777).toString(8);
 
@@ -89,7 +89,7 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
     expect((await cli(['start', 'vm1', '--memory', '128M'], env)).exitCode).to.equal(0);
     const record = new StateStore(stateDir).read('vm1')!;
     process.kill(record.pid, 'SIGKILL');
-    await sleep(300);
+    await until(() => !qemuAlive(record), 'QEMU gone after SIGKILL', 5000);
     expect((await cli(['vms'], env)).stdout).to.match(/^vm1\s+\d+\s+dead/m);
     const add = await cli(['add', 'vm1', '--queues', '2', '--no-bridge'], env);
     expect(add.exitCode).to.equal(2);
