@@ -9,9 +9,9 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Controller } from '../src/hotplug/controller.js';
 import type { AddResult } from '../src/hotplug/add.js';
-import { startVm, stopVm } from '../src/qemu/launcher.js';
+import { stopVm } from '../src/qemu/launcher.js';
 import { StateStore, type VmRecord } from '../src/qemu/state.js';
-import { CLI, PREFIX, QEMU, ROOT, cleanupAll, makeBridge, tempDir } from '../test/helpers/env.js';
+import { CLI, PREFIX, QEMU, ROOT, cleanupAll, makeBridge, smallVm, tempDir } from '../test/helpers/env.js';
 import { Guest, guestImage } from '../test/helpers/guest.js';
 import { RawQmp } from './bench/raw-qmp.js';
 import { type Libvirt, setupLibvirt } from './bench/libvirt.js';
@@ -33,20 +33,7 @@ const ROUNDS = {
 
 const store = new StateStore(tempDir('bench'));
 let vmCount = 0;
-async function freshVm(bridge: string): Promise<VmRecord> {
-  return startVm(store, {
-    name: `b${vmCount++}`,
-    cpus: 2,
-    memory: '128M',
-    machine: 'pc',
-    accel: 'tcg',
-    disks: [],
-    hotplugSlots: 0,
-    qemu: QEMU,
-    qemuArgs: [],
-    bridge,
-  });
-}
+const freshVm = (bridge: string): Promise<VmRecord> => smallVm(store, `b${vmCount++}`, bridge);
 const time = async <T>(fn: () => Promise<T>): Promise<[number, T]> => {
   const t = performance.now();
   const v = await fn();

@@ -7,18 +7,10 @@ import { expect } from 'chai';
 import { execa } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { ApplyResult } from '../../src/hotplug/apply.js';
 import { pollUntil } from '../../src/util/time.js';
 import { CLI, cli, makeBridge, tempDir, trackLink, trackPid } from '../helpers/env.js';
 import { Guest, guestImage } from '../helpers/guest.js';
-
-interface Applied {
-  changed: boolean;
-  added: string[];
-  removed: string[];
-  replaced: string[];
-  updated: string[];
-  unchanged: string[];
-}
 
 describe('lasting NICs seen from a real guest (TCG)', function () {
   this.timeout(300_000);
@@ -44,7 +36,7 @@ describe('lasting NICs seen from a real guest (TCG)', function () {
   const apply = async (g: Guest, file: string, more: string[] = []) => {
     const r = await cli(['apply', g.options.name, '-f', file, '--json', ...more], g.env);
     expect(r.exitCode, r.stderr).to.equal(0);
-    return JSON.parse(r.stdout) as Applied;
+    return JSON.parse(r.stdout) as ApplyResult;
   };
   /** What the guest shows of each NIC, by MAC: its name and its channels. */
   const view = (g: Guest) =>

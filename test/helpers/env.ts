@@ -10,6 +10,8 @@ import { type ResultPromise, execa, execaSync } from 'execa';
 import { fileURLToPath } from 'node:url';
 import type { Controller } from '../../src/hotplug/controller.js';
 import { type AddPlan, type AddRequest, executeAdd } from '../../src/hotplug/add.js';
+import { startVm } from '../../src/qemu/launcher.js';
+import type { StateStore, VmRecord } from '../../src/qemu/state.js';
 
 /** mqt + up to 5 digits of our pid: leaves 7 characters for a suffix. */
 export const PREFIX = `mqt${process.pid % 100000}`;
@@ -221,6 +223,14 @@ export async function cli(args: string[], env: Record<string, string> = {}): Pro
 }
 
 export const QEMU = process.env.MQ_HOTPLUG_QEMU ?? 'qemu-system-x86_64';
+
+/** A small VM with only its QMP monitors: pc, 2 vCPUs, 128M, TCG, no disk; `bridge` its default. */
+export function smallVm(store: StateStore, name: string, bridge?: string): Promise<VmRecord> {
+  return startVm(store, {
+    ...{ name, cpus: 2, memory: '128M', machine: 'pc', accel: 'tcg', disks: [], hotplugSlots: 0 },
+    ...{ qemu: QEMU, qemuArgs: [], bridge },
+  });
+}
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export interface Running {

@@ -7,9 +7,9 @@ import { expect } from 'chai';
 import { execa } from 'execa';
 import path from 'node:path';
 import { Controller } from '../../src/hotplug/controller.js';
-import { startVm, stopVm } from '../../src/qemu/launcher.js';
+import { stopVm } from '../../src/qemu/launcher.js';
 import { StateStore } from '../../src/qemu/state.js';
-import { QEMU, ROOT, makeBridge, tempDir, trackLink, trackPid } from '../helpers/env.js';
+import { ROOT, makeBridge, smallVm, tempDir, trackLink, trackPid } from '../helpers/env.js';
 
 describe('concurrent library calls on one VM (real QEMU)', function () {
   this.timeout(120_000);
@@ -17,10 +17,7 @@ describe('concurrent library calls on one VM (real QEMU)', function () {
   it('3 processes x 3 concurrent addNic, and concurrent calls in this process: all distinct, record = QEMU', async () => {
     const store = new StateStore(tempDir());
     const bridge = await makeBridge();
-    await startVm(store, {
-      ...{ name: 'cc', cpus: 2, memory: '128M', machine: 'pc', accel: 'tcg', disks: [], hotplugSlots: 0 },
-      ...{ qemu: QEMU, qemuArgs: [], bridge },
-    });
+    await smallVm(store, 'cc', bridge);
     try {
       const controller = path.join(ROOT, 'build/src/hotplug/controller.js');
       const state = path.join(ROOT, 'build/src/qemu/state.js');

@@ -9,13 +9,13 @@ import { expect } from 'chai';
 import sinon from 'sinon';
 import { Controller } from '../../src/hotplug/controller.js';
 import { HotplugError } from '../../src/hotplug/errors.js';
-import { startVm, stopVm } from '../../src/qemu/launcher.js';
+import { stopVm } from '../../src/qemu/launcher.js';
 import { StateStore, qemuAlive } from '../../src/qemu/state.js';
 import { QmpClient } from '../../src/qmp/client.js';
 import { QmpTimeoutError } from '../../src/qmp/errors.js';
 import { ofEvent } from '../../src/qmp/events.js';
 import { holdLock } from '../helpers/lock.js';
-import { QEMU, cli, linkExists, makeBridge, ourLinks, tempDir, trackLink, until } from '../helpers/env.js';
+import { cli, linkExists, makeBridge, ourLinks, smallVm, tempDir, trackLink, until } from '../helpers/env.js';
 import { FakeQmpServer } from '../helpers/fake-qmp.js';
 
 describe('faults, bad input and security', function () {
@@ -29,19 +29,7 @@ describe('faults, bad input and security', function () {
     sinon.restore();
     for (const name of store.list()) await stopVm(store, name).catch(() => {});
   });
-  const boot = (name = 'vm1') =>
-    startVm(store, {
-      name,
-      cpus: 2,
-      memory: '128M',
-      machine: 'pc',
-      accel: 'tcg',
-      disks: [],
-      hotplugSlots: 0,
-      qemu: QEMU,
-      qemuArgs: [],
-      bridge,
-    });
+  const boot = (name = 'vm1') => smallVm(store, name, bridge);
   const env = () => ({ MQ_HOTPLUG_STATE_DIR: store.root });
 
   it('QEMU killed between netdev_add and device_add: a clear error, nothing recorded, no tap left', async () => {

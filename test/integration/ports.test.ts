@@ -8,17 +8,17 @@ import { execa } from 'execa';
 import fs from 'node:fs';
 import { Controller } from '../../src/hotplug/controller.js';
 import type { AddResult } from '../../src/hotplug/add.js';
-import { startVm, stopVm } from '../../src/qemu/launcher.js';
+import { stopVm } from '../../src/qemu/launcher.js';
 import { StateStore } from '../../src/qemu/state.js';
 import { pollUntil } from '../../src/util/time.js';
 import {
-  QEMU,
   addOntoVanishingBridge,
   cli,
   linkExists,
   linkState,
   makeLan,
   ourLinks,
+  smallVm,
   tempDir,
   trackLink,
 } from '../helpers/env.js';
@@ -45,11 +45,7 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
     for (const name of store.list()) await stopVm(store, name).catch(() => {});
   });
 
-  const boot = (name = 'vm1', bridge?: string) =>
-    startVm(store, {
-      ...{ name, cpus: 2, memory: '128M', machine: 'pc', accel: 'tcg', disks: [], hotplugSlots: 0 },
-      ...{ qemu: QEMU, qemuArgs: [], bridge },
-    });
+  const boot = (name = 'vm1', bridge?: string) => smallVm(store, name, bridge);
 
   // an uplink MAC lower than any tap's, and one higher than nearly every random tap MAC
   for (const uplinkMac of ['02:00:00:00:00:01', 'fc:ff:ff:00:00:01']) {

@@ -300,6 +300,16 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
     });
   });
 
+  /** A NIC plugged by someone else (no record of ours). */
+  const HAND_MADE_NIC = {
+    driver: 'virtio-net-pci',
+    mac: '52:54:00:aa:bb:cc',
+    netdev: 'ndh',
+    mq: false,
+    vectors: 3,
+    bus: 'pci.0',
+  };
+
   describe('nics: QOM joined with the host and the record', () => {
     it('reports drift: tap off its bridge, tap down, unrecorded NIC, recorded but missing', async () => {
       const { world, ctx, stop } = setup();
@@ -307,14 +317,7 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       await addNic(ctx, { queues: 2, bridge: 'br0' });
       world.links.get('vm-nic0')!.master = undefined;
       world.links.get('vm-nic1')!.up = false;
-      world.devices.set('hand', {
-        driver: 'virtio-net-pci',
-        mac: '52:54:00:aa:bb:cc',
-        netdev: 'ndh',
-        mq: false,
-        vectors: 3,
-        bus: 'pci.0',
-      });
+      world.devices.set('hand', HAND_MADE_NIC);
       world.devices.delete('nic1');
       const views = await listNics(ctx);
       const byId = new Map(views.map((v) => [v.id, v]));
@@ -330,14 +333,7 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
 
     it('on a --qmp VM a NIC is not drift for lacking a record', async () => {
       const { world, ctx, stop } = setup({ recorded: false });
-      world.devices.set('hand', {
-        driver: 'virtio-net-pci',
-        mac: '52:54:00:aa:bb:cc',
-        netdev: 'ndh',
-        mq: false,
-        vectors: 3,
-        bus: 'pci.0',
-      });
+      world.devices.set('hand', HAND_MADE_NIC);
       expect((await listNics(ctx))[0]).to.deep.include({ id: 'hand', state: 'unrecorded', drift: [] });
       stop();
     });
