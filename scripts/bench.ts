@@ -8,7 +8,7 @@ import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Controller } from '../src/hotplug/controller.js';
-import type { AddResult } from '../src/hotplug/add.js';
+import type { AddResult } from '../src/hotplug/add/transaction.js';
 import { stopVm } from '../src/qemu/launcher.js';
 import { StateStore, type VmRecord } from '../src/qemu/state.js';
 import { CLI, PREFIX, QEMU, ROOT, cleanupAll, makeBridge, smallVm, tempDir } from '../test/helpers/env.js';

@@ -2,10 +2,15 @@
 export * from './qmp/index.js';
 export { MqHotplugError, UsageError, StateError, EXIT_CODES, exitCodeOf, type ExitKind } from './errors.js';
 export { Controller, type OpenOptions } from './hotplug/controller.js';
-export type { AddPlan, AddRequest, AddResult } from './hotplug/add.js';
+export type { AddPlan, AddRequest } from './hotplug/add/plan.js';
+export type { AddResult } from './hotplug/add/transaction.js';
+export type { Nic, NicDefinition, NicRequest, NicState, Port, Slot, VhostMode } from './model/nic.js';
 export type { RemoveResult } from './hotplug/remove.js';
 export type { NicView } from './hotplug/nics.js';
-export type { HotplugContext, HostPort, QmpPort, RecordPort } from './hotplug/context.js';
+export { HotplugContext, type ContextParts, type HostPort, type QmpPort, type RecordPort } from './hotplug/context.js';
+export type { NetworkBackend } from './hotplug/network/backend.js';
+export { LinuxBridge } from './hotplug/network/linux-bridge.js';
+export type { TapSource } from './hotplug/network/tap-source.js';
 export type {
   ControllerEvent,
   ControllerEventData,

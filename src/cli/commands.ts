@@ -9,7 +9,8 @@ import { StateStore, type VmRecord, qemuAlive } from '../qemu/state.js';
 import { LinuxHost } from '../hotplug/adapters.js';
 import { type ApplyResult, applyDefinition, applyLive, parseApplySpec } from '../hotplug/apply.js';
 import { Controller } from '../hotplug/controller.js';
-import type { AddRequest } from '../hotplug/add.js';
+import type { AddRequest } from '../hotplug/add/plan.js';
+import { LinuxBridge } from '../hotplug/network/linux-bridge.js';
 import { QmpCommandError } from '../qmp/errors.js';
 import { note, printJson, table } from './output.js';
 import { writeOut } from '../util/write.js';
@@ -125,12 +126,11 @@ export async function start(
     throw new UsageError(`VM '${vm}' is already running (pid ${running.pid}); stop it first or pick another name`);
   }
   const { startDefined } = await import('../hotplug/boot.js');
-  const { record, nics } = await startDefined(store, definitions, {
-    version: DEFINITION_VERSION,
-    name: vm,
-    spec,
-    nics: saved?.nics ?? [],
-  });
+  const { record, nics } = await startDefined(
+    store,
+    { version: DEFINITION_VERSION, name: vm, spec, nics: saved?.nics ?? [] },
+    () => Controller.open({ name: vm, store, definitions }),
+  );
   // saved after the start worked: a start that failed changes nothing
   if (saved) definitions.update(vm, (d) => (d.spec = spec));
   else definitions.write({ version: DEFINITION_VERSION, name: vm, spec, nics: [] });
@@ -195,7 +195,8 @@ export async function apply(
         throw new UsageError(
           `no VM named '${vm}': it is neither running nor defined in ${definitions.root} (see 'mq-hotplug vms')`,
         );
-      const applied = applyDefinition(def, wanted, new LinuxHost(), { dryRun: o.dryRun });
+      const host = new LinuxHost();
+      const applied = applyDefinition(def, wanted, { host, network: new LinuxBridge(host) }, { dryRun: o.dryRun });
       if (!o.dryRun) definitions.write(applied.definition);
       return applied.result;
     });
@@ -399,7 +400,7 @@ export async function add(
     mac: o.mac as string | undefined,
     id: o.id as string | undefined,
     vhost: o.vhost as 'auto' | 'on' | 'off',
-    mtu: o.mtu as string | undefined,
+    guestMtu: o.mtu as string | undefined,
     rate: o.rate as string | undefined,
     waitGuestMs,
     persist: o.transient !== true,
@@ -425,7 +426,7 @@ export async function add(
   writeOut(
     `added ${r.id} to ${vm}: ${r.queues} queues, tap ${r.tap} ${r.bridge ? `on ${r.bridge}` : '(no bridge)'} up, ` +
       `mac ${r.mac}, vectors ${r.vectors}, vhost ${r.vhost ? 'on' : 'off'}, bus ${r.bus}` +
-      `${r.mtu ? `, mtu ${r.mtu}` : ''}${r.guestMtu && r.guestMtu !== r.mtu ? ` (guest ${r.guestMtu})` : ''}${r.rate ? `, rate ${r.rate} Mbit/s` : ''}\n`,
+      `${r.tapMtu ? `, mtu ${r.tapMtu}` : ''}${r.guestMtu && r.guestMtu !== r.tapMtu ? ` (guest ${r.guestMtu})` : ''}${r.rate ? `, rate ${r.rate} Mbit/s` : ''}\n`,
   );
   if (r.guestReady !== undefined) {
     const link = r.guestLinkUp ? 'link up' : 'link not up yet (the guest has no network configuration for it?)';
@@ -482,7 +483,11 @@ export async function nics(vm: string, o: { json?: boolean }, g: GlobalOptions):
         n.mq === null ? null : n.mq ? 'on' : 'off',
         n.vhost === null ? null : n.vhost ? 'on' : 'off',
         n.bridge,
-        n.mtu === null ? null : n.guestMtu && n.guestMtu !== n.mtu ? `${n.mtu} (guest ${n.guestMtu})` : n.mtu,
+        n.tapMtu === null
+          ? null
+          : n.guestMtu && n.guestMtu !== n.tapMtu
+            ? `${n.tapMtu} (guest ${n.guestMtu})`
+            : n.tapMtu,
         n.rate === null ? null : `${n.rate}M`,
         n.linkUp === null ? null : n.linkUp ? 'up' : 'down',
         n.state,

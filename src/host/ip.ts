@@ -69,7 +69,8 @@ export function vhostNetUsable(path = VHOST_NET): boolean {
   }
 }
 
-export type VhostMode = 'auto' | 'on' | 'off';
+import type { VhostMode } from '../model/nic.js';
+export type { VhostMode };
 
 /**
  * Whether a NIC gets vhost: 'off' never, 'on' only where vhost-net is usable (QEMU 7.2 aborts the

@@ -17,8 +17,9 @@ import {
   vhostNetUsable,
 } from '../host/ip.js';
 import { showQdiscs, tcBatch, tcBinary } from '../host/tc.js';
-import type { DefinitionStore, NicDefinition } from '../qemu/definition.js';
-import { type NicRecord, type StateStore, type VmRecord, qemuAlive } from '../qemu/state.js';
+import type { NicDefinition, NicRecord, NicState } from '../model/nic.js';
+import type { DefinitionStore } from '../qemu/definition.js';
+import { type StateStore, type VmRecord, qemuAlive } from '../qemu/state.js';
 import { pollUntil } from '../util/time.js';
 import type { HostPort, RecordPort } from './context.js';
 
@@ -63,7 +64,7 @@ export class StoredRecord implements RecordPort {
     this.update((r) => (r.nics = r.nics.filter((n) => n.id !== id)));
   }
 
-  markNic(id: string, state: NicRecord['state']): void {
+  markNic(id: string, state: NicState): void {
     this.update((r) => {
       const nic = r.nics.find((n) => n.id === id);
       if (nic) nic.state = state;

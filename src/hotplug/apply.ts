@@ -12,38 +12,31 @@
  * apply converges. On a defined VM that is not running only the definition changes.
  */
 import { UsageError } from '../errors.js';
-import type { VhostMode } from '../host/ip.js';
 import { checkQemuId } from '../host/validate.js';
-import type { NicDefinition, VmDefinition } from '../qemu/definition.js';
-import { nicRecord } from '../qemu/state.js';
 import {
-  type AddRequest,
-  addNic,
-  checkRequest,
-  defaultTapName,
-  freeLinkName,
-  nicDefinition,
-  randomMac,
-  recoverAdds,
-  resolveQueues,
-} from './add.js';
-import type { HotplugContext } from './context.js';
+  type NicDefinition,
+  type NicRecord,
+  type NicRequest,
+  type VhostMode,
+  definitionOf,
+  recordOf,
+  withoutUndefined,
+} from '../model/nic.js';
+import type { VmDefinition } from '../qemu/definition.js';
+import { checkRequest, resolveQueues } from './add/checks.js';
+import { defaultTapName, freeLinkName, randomMac } from './add/names.js';
+import type { AddRequest } from './add/plan.js';
+import { recoverAdds } from './add/recovery.js';
+import { addNic } from './add/transaction.js';
+import type { HostPort, HotplugContext } from './context.js';
 import { inspectVm, liveNics } from './inspect.js';
-import { removeShaping, setUpPort } from './port.js';
+import type { NetworkBackend } from './network/backend.js';
 import { removeNic } from './remove.js';
 
-/** One NIC as a spec file gives it: `add`'s options. */
-export interface NicWanted {
-  id: string;
-  queues: number | string;
-  bridge?: string | null;
-  mac?: string;
-  ifname?: string;
-  vhost?: VhostMode;
-  mtu?: number;
-  rate?: number;
-}
+/** One NIC as a spec file gives it: `add`'s options (the spec's `mtu` is --mtu, the guest's). */
+export type NicWanted = NicRequest & { id: string };
 
+/** The fields of a spec's NIC, as a user writes them. */
 const NIC_FIELDS = ['id', 'queues', 'bridge', 'mac', 'ifname', 'vhost', 'mtu', 'rate'];
 
 /** A NIC as the VM has it now, from the record, the definition, or QEMU and the host. */
@@ -54,7 +47,7 @@ interface CurrentNic {
   queues: number;
   bridge: string | null;
   vhost?: VhostMode;
-  mtu?: number;
+  guestMtu?: number;
   rate?: number;
 }
 
@@ -107,7 +100,8 @@ export function parseApplySpec(text: string, source: string): NicWanted[] {
         `spec ${source}: nics[${i}] has unknown field '${unknown[0]}'; valid: ${NIC_FIELDS.join(', ')}`,
       );
     }
-    const nic = n as NicWanted;
+    const { mtu, ...rest } = n as Omit<NicWanted, 'guestMtu'> & { mtu?: number };
+    const nic: NicWanted = withoutUndefined({ ...rest, guestMtu: mtu });
     if (typeof nic.id !== 'string')
       throw new UsageError(`spec ${source}: nics[${i}] needs an "id" (a string, like "net0")`);
     checkQemuId(nic.id, 'NIC id');
@@ -136,7 +130,8 @@ function compare(current: CurrentNic, wanted: NicWanted, bridge: string | null):
     replace.push(`tap ${current.tap} -> ${wanted.ifname}`);
   if (wanted.vhost !== undefined && current.vhost !== undefined && wanted.vhost !== current.vhost)
     replace.push(`vhost ${current.vhost} -> ${wanted.vhost}`);
-  if (wanted.mtu !== current.mtu) replace.push(`guest MTU ${current.mtu ?? 'default'} -> ${wanted.mtu ?? 'default'}`);
+  if (wanted.guestMtu !== current.guestMtu)
+    replace.push(`guest MTU ${current.guestMtu ?? 'default'} -> ${wanted.guestMtu ?? 'default'}`);
   return { replace, rate: wanted.rate !== current.rate };
 }
 
@@ -187,16 +182,7 @@ function withQueues(spec: NicWanted[], cpus: number | undefined): NicWanted[] {
 
 /** The add request for a wanted NIC; a replaced NIC keeps its MAC and tap unless the spec names others. */
 function requestOf(w: NicWanted, keep?: CurrentNic): AddRequest {
-  return {
-    id: w.id,
-    queues: w.queues,
-    bridge: w.bridge,
-    mac: w.mac ?? keep?.mac,
-    ifname: w.ifname ?? keep?.tap,
-    vhost: w.vhost,
-    mtu: w.mtu,
-    rate: w.rate,
-  };
+  return { ...w, mac: w.mac ?? keep?.mac, ifname: w.ifname ?? keep?.tap };
 }
 
 /** Applies the spec to a running VM (ours or given by --qmp), under its lock. */
@@ -211,7 +197,7 @@ export async function applyLive(
     const defaultBridge = record?.spec.bridge ?? null;
     const cpus = record?.spec.cpus ?? (await inspectVm(ctx.qmp, { askCpus: true })).cpus;
     const wanted = withQueues(spec, cpus);
-    for (const w of wanted) checkRequest(ctx.host, requestOf(w), defaultBridge);
+    for (const w of wanted) checkRequest(ctx, requestOf(w), defaultBridge);
     const current = record ? currentFromRecord(record.nics) : await currentFromQemu(ctx);
     const plan = planApply(current, wanted, defaultBridge);
     const live = await inspectVm(ctx.qmp, { askCpus: false });
@@ -238,12 +224,12 @@ export async function applyLive(
 export function applyDefinition(
   def: VmDefinition,
   spec: NicWanted[],
-  host: HotplugContext['host'],
+  ports: { host: HostPort; network: NetworkBackend },
   { dryRun = false } = {},
 ): { result: ApplyResult; definition: VmDefinition } {
   const defaultBridge = def.spec.bridge ?? null;
   const wanted = withQueues(spec, def.spec.cpus);
-  for (const w of wanted) checkRequest(host, requestOf(w), defaultBridge);
+  for (const w of wanted) checkRequest(ports, requestOf(w), defaultBridge);
   const plan = planApply(def.nics.map(currentFromDefinition), wanted, defaultBridge);
   if (def.spec.machine === 'q35' && wanted.length > def.spec.hotplugSlots) {
     throw new UsageError(
@@ -258,7 +244,7 @@ export function applyDefinition(
   for (const w of wanted) if (w.mac) taken.add(w.mac.toLowerCase());
   const nics: NicDefinition[] = wanted.map((w) => {
     const have = kept.get(w.id);
-    const checked = checkRequest(host, requestOf(w), defaultBridge);
+    const checked = checkRequest(ports, requestOf(w), defaultBridge);
     const mac = checked.mac ?? have?.mac ?? randomMac(taken);
     taken.add(mac);
     const nic: NicDefinition = {
@@ -268,7 +254,7 @@ export function applyDefinition(
       queues: checked.queues,
       bridge: checked.bridge,
       vhost: checked.vhostMode,
-      ...(checked.guestMtu !== undefined ? { mtu: checked.guestMtu } : {}),
+      ...(checked.guestMtu !== undefined ? { guestMtu: checked.guestMtu } : {}),
       ...(checked.rate !== undefined ? { rate: checked.rate } : {}),
     };
     // a NIC that stays keeps its slot; a replaced one too (same id, same place in the guest)
@@ -279,57 +265,33 @@ export function applyDefinition(
 }
 
 /** A new rate (or none) for a running NIC, in place: the shaping is replaced, the record and definition follow. */
-async function changeRate(ctx: HotplugContext, id: string, rate: number | undefined): Promise<void> {
+async function changeRate(ctx: HotplugContext, id: string, rate: number | string | undefined): Promise<void> {
   const nic = ctx.record.read()?.nics.find((n) => n.id === id);
   if (!nic) throw new UsageError(`NIC '${id}' is not in the record of VM '${ctx.vm}'; its rate cannot be changed`);
-  const { host } = ctx;
-  if (nic.rate) await removeShaping(host, nic);
-  const ifb = rate ? freeLinkName('mqi', host.linkExists) : undefined;
-  if (rate) await setUpPort(host, { ...nic, rate, ifb });
-  const updated = { ...nic, rate, ifb };
-  if (!rate) {
-    delete updated.rate;
-    delete updated.ifb;
-  }
-  ctx.record.saveNic(nicRecord({ ...updated, bridge: nic.bridge ?? null }, nic.state));
-  ctx.record.defineNic(nicDefinition(updated));
+  if (nic.rate) await ctx.network.detach(nic);
+  const updated: NicRecord = { ...nic, rate: undefined, ifb: undefined };
+  if (rate) Object.assign(updated, { rate: Number(rate), ifb: freeLinkName('mqi', ctx.host.linkExists) });
+  if (rate) await ctx.network.attach(updated);
+  ctx.record.saveNic(recordOf(updated, nic.state));
+  ctx.record.defineNic(definitionOf(updated));
 }
 
-function currentFromRecord(
-  nics: {
-    id: string;
-    mac: string;
-    tap: string;
-    queues: number;
-    bridge?: string;
-    guestMtu?: number;
-    rate?: number;
-    vhostMode?: VhostMode;
-  }[],
-): CurrentNic[] {
+function currentFromRecord(nics: NicRecord[]): CurrentNic[] {
   return nics.map((n) => ({
     id: n.id,
     mac: n.mac,
     tap: n.tap,
     queues: n.queues,
-    bridge: n.bridge ?? null,
+    bridge: n.bridge,
     vhost: n.vhostMode,
-    mtu: n.guestMtu,
+    guestMtu: n.guestMtu,
     rate: n.rate,
   }));
 }
 
 function currentFromDefinition(n: NicDefinition): CurrentNic {
-  return {
-    id: n.id,
-    mac: n.mac,
-    tap: n.tap,
-    queues: n.queues,
-    bridge: n.bridge,
-    vhost: n.vhost,
-    mtu: n.mtu,
-    rate: n.rate,
-  };
+  const { id, mac, tap, queues, bridge, vhost, guestMtu, rate } = n;
+  return { id, mac, tap, queues, bridge, vhost, guestMtu, rate };
 }
 
 /** A VM given by --qmp keeps no record: its NICs as QEMU and the host show them. */

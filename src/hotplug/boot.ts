@@ -5,38 +5,29 @@
  * bridge is gone, its tap name is taken) stops the start: the VM is stopped again and the error
  * names the NIC; nothing is left running half-made.
  */
-import { StartError } from '../qemu/launcher.js';
-import type { DefinitionStore, NicDefinition, VmDefinition } from '../qemu/definition.js';
-import { startVm, stopVm } from '../qemu/launcher.js';
+import { type NicDefinition, requestOfDefinition } from '../model/nic.js';
+import type { VmDefinition } from '../qemu/definition.js';
+import { StartError, startVm, stopVm } from '../qemu/launcher.js';
 import type { StateStore, VmRecord } from '../qemu/state.js';
-import type { AddRequest, AddResult } from './add.js';
-import { Controller } from './controller.js';
+import { type AddResult, addNic } from './add/transaction.js';
+import type { HotplugContext } from './context.js';
 
-/** The add request that brings a saved NIC back as it was. */
-export function requestOfDefinition(n: NicDefinition): AddRequest {
-  return {
-    id: n.id,
-    queues: n.queues,
-    mac: n.mac,
-    ifname: n.tap,
-    bridge: n.bridge,
-    vhost: n.vhost,
-    ...(n.mtu !== undefined ? { mtu: n.mtu } : {}),
-    ...(n.rate !== undefined ? { rate: n.rate } : {}),
-    ...(n.bus ? { slot: { bus: n.bus, addr: n.addr ?? '0' } } : {}),
-  };
+/** A connection to the started VM: its hot-plug context, closed when the NICs are in. */
+export interface OpenedVm {
+  readonly context: HotplugContext;
+  close(): Promise<void>;
 }
 
 export async function startDefined(
   store: StateStore,
-  definitions: DefinitionStore,
   def: VmDefinition,
+  open: () => Promise<OpenedVm>,
 ): Promise<{ record: VmRecord; nics: AddResult[] }> {
   return store.withLock(def.name, async () => {
     const paused = def.nics.length > 0;
     const record = await startVm(store, def.spec, { paused });
     if (!paused) return { record, nics: [] };
-    const vm = await Controller.open({ name: def.name, store, definitions }).catch(async (e: unknown) => {
+    const vm = await open().catch(async (e: unknown) => {
       await stopVm(store, def.name).catch(() => {});
       throw e;
     });
@@ -45,9 +36,9 @@ export async function startDefined(
     try {
       for (current of def.nics) {
         // persist: a NIC saved before it had a slot gets the one it takes now
-        nics.push(await vm.addNic({ ...requestOfDefinition(current), beforeBoot: true, persist: true }));
+        nics.push(await addNic(vm.context, { ...requestOfDefinition(current), beforeBoot: true, persist: true }));
       }
-      await vm.qmp.execute('cont');
+      await vm.context.qmp.execute('cont');
     } catch (e) {
       await vm.close();
       await stopVm(store, def.name).catch(() => {});

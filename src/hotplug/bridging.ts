@@ -1,30 +1,30 @@
 /**
- * The bridging reaction: on the controller's DEVICE_ADDED, set up the NIC's tap (port.ts: its rate
- * limit if any, then one `ip link set dev TAP address MAC mtu N master BR up` through the
- * long-lived ip), then publish NIC_BRIDGED, or NIC_BRIDGE_FAILED with the error. `add` waits for
- * one of the two.
+ * The bridging reaction: on the controller's DEVICE_ADDED, the network backend attaches the NIC's
+ * tap (network/: for a Linux bridge its rate limit if any, then one `ip link set dev TAP address MAC
+ * mtu N master BR up` through the long-lived ip), then publishes NIC_BRIDGED, or NIC_BRIDGE_FAILED
+ * with the error. `add` waits for one of the two. HotplugContext.open starts it with the context.
  */
-import { type Subscription, concatMap, filter } from 'rxjs';
-import type { HotplugContext } from './context.js';
-import { setUpPort } from './port.js';
-import type { ControllerEvent } from './events.js';
+import { type Observable, type Subscription, concatMap, filter } from 'rxjs';
+import type { ControllerEvent, Publish, VmEvent } from './events.js';
+import type { NetworkBackend } from './network/backend.js';
 
 type DeviceAdded = Extract<ControllerEvent, { event: 'DEVICE_ADDED' }>;
 
-export function startBridging(ctx: HotplugContext): Subscription {
+export function startBridging(ctx: {
+  events$: Observable<VmEvent>;
+  network: NetworkBackend;
+  publish: Publish;
+}): Subscription {
   return ctx.events$
     .pipe(
       filter((e): e is DeviceAdded => e.source === 'controller' && e.event === 'DEVICE_ADDED'),
-      concatMap(async ({ data: { device, tap, bridge, mac, tapMac, mtu, rate, ifb } }) => {
+      concatMap(async ({ data: { device, tap, bridge, mac, tapMac, tapMtu, rate, ifb } }) => {
         try {
-          await setUpPort(ctx.host, {
-            tap,
-            bridge,
-            mac,
-            tapMac,
-            mtu: mtu ?? undefined,
-            rate: rate ?? undefined,
-            ifb: ifb ?? undefined,
+          await ctx.network.attach({
+            ...{ tap, bridge, mac, tapMac },
+            ...(tapMtu !== null ? { tapMtu } : {}),
+            ...(rate !== null ? { rate } : {}),
+            ...(ifb !== null ? { ifb } : {}),
           });
           ctx.publish('NIC_BRIDGED', { device, tap, bridge });
         } catch (err) {

@@ -1,15 +1,27 @@
 /**
- * The narrow ports hot-plug logic works through. add, remove, nics, bridging and reconcile take a
- * HotplugContext and nothing else: what they may touch is what these interfaces offer. The
- * Controller (controller.ts) builds one from a QMP client, the state store and the host; unit tests
- * build one from in-memory fakes (test/helpers/ports.ts), with no root and no QEMU.
+ * The narrow ports hot-plug logic works through, and the context that carries them. add, remove,
+ * nics, apply and reconcile take a HotplugContext and nothing else: what they may touch is what
+ * these interfaces offer. The Controller (controller.ts) opens one on a QMP client, the state store
+ * and this host; unit tests open one on in-memory fakes (test/helpers/ports.ts), with no root and
+ * no QEMU.
+ *
+ * A context comes with its reactions: `HotplugContext.open` starts the bridging reaction (an add
+ * waits for it) and `close` stops it, so no caller can have the one without the other. And every
+ * event reaches its subscribers outside the publisher's lock (qemu/lock.ts): a reaction that takes
+ * the VM's lock waits for the operation that published its event.
  */
-import type { Observable } from 'rxjs';
+import { Observable, type Subscription, Subject, map, merge, share } from 'rxjs';
 import type { LinkInfo } from '../host/ip.js';
 import type { Qdisc } from '../host/tc.js';
-import type { NicDefinition } from '../qemu/definition.js';
-import type { NicRecord, VmRecord } from '../qemu/state.js';
-import type { Publish, VmEvent } from './events.js';
+import type { NicDefinition, NicRecord, NicState } from '../model/nic.js';
+import { type QmpEvent, nowTimestamp } from '../qmp/messages.js';
+import { outsideLocks } from '../qemu/lock.js';
+import type { VmRecord } from '../qemu/state.js';
+import { startBridging } from './bridging.js';
+import type { ControllerEvent, ControllerEventData, ControllerEventName, Publish, VmEvent } from './events.js';
+import type { NetworkBackend } from './network/backend.js';
+import { LinuxBridge } from './network/linux-bridge.js';
+import { type TapSource, qemuMadeTap } from './network/tap-source.js';
 
 /** The VM's control monitor. */
 export interface QmpPort {
@@ -35,7 +47,7 @@ export interface RecordPort {
   /** Drops the NIC from the VM's definition, where the VM has one. */
   undefineNic(id: string): void;
   /** Marks a recorded NIC's state. */
-  markNic(id: string, state: NicRecord['state']): void;
+  markNic(id: string, state: NicState): void;
   /** Runs fn holding the VM's lock (serializes operations on one VM). */
   locked<T>(fn: () => Promise<T>): Promise<T>;
   /** True when the VM's QEMU process is known to be gone (waits briefly); false when not ours to judge. */
@@ -70,13 +82,81 @@ export interface HostPort {
   tcArgv(argv: string[]): string[];
 }
 
-export interface HotplugContext {
+/** What a context is opened on. */
+export interface ContextParts {
   /** The VM's name (or, for a --qmp VM, its label). */
+  vm: string;
+  qmp: QmpPort;
+  /** QEMU's events, as the monitor delivers them. */
+  qemuEvents$: Observable<QmpEvent>;
+  record: RecordPort;
+  host: HostPort;
+  /** Default: the Linux bridge on `host`. */
+  network?: NetworkBackend;
+  /** Default: QEMU makes the tap. */
+  taps?: TapSource;
+  /** Where each controller event goes besides the stream (the VM's event log, for other processes). */
+  log?: (event: ControllerEvent) => void;
+}
+
+export class HotplugContext {
   readonly vm: string;
   readonly qmp: QmpPort;
-  /** QEMU's events and the controller's, hot and shared. */
-  readonly events$: Observable<VmEvent>;
   readonly record: RecordPort;
   readonly host: HostPort;
+  readonly network: NetworkBackend;
+  readonly taps: TapSource;
+  /** QEMU's events and the controller's, hot and shared. */
+  readonly events$: Observable<VmEvent>;
+  /** Publishes a controller event on events$ (and to the log). */
   readonly publish: Publish;
+  private readonly own = new Subject<ControllerEvent>();
+  private readonly reactions: Subscription;
+
+  private constructor(parts: ContextParts) {
+    ({ vm: this.vm, qmp: this.qmp, record: this.record, host: this.host } = parts);
+    this.network = parts.network ?? new LinuxBridge(parts.host);
+    this.taps = parts.taps ?? qemuMadeTap;
+    const qemu$ = parts.qemuEvents$.pipe(map((e): VmEvent => ({ ...e, source: 'qemu' })));
+    this.events$ = merge(qemu$, this.own).pipe(deliverOutsideLocks(), share());
+    const log = parts.log;
+    this.publish = <K extends ControllerEventName>(event: K, data: ControllerEventData[K]) => {
+      const e = { event, data, timestamp: nowTimestamp(), source: 'controller' } as ControllerEvent;
+      if (log) {
+        try {
+          log(e);
+        } catch {
+          // the event log is a convenience for other processes; losing it must not fail a hot-plug
+        }
+      }
+      this.own.next(e);
+    };
+    this.reactions = startBridging(this);
+  }
+
+  /** A context with its bridging reaction running; `close` stops it. */
+  static open(parts: ContextParts): HotplugContext {
+    return new HotplugContext(parts);
+  }
+
+  close(): void {
+    this.reactions.unsubscribe();
+    this.own.complete();
+  }
+}
+
+/**
+ * Each value reaches the subscribers as if no lock were held: a reaction started by an event that
+ * an operation published inside its lock (or that arrived on a socket opened inside one) does not
+ * inherit that lock, and so queues for it.
+ */
+function deliverOutsideLocks<T>() {
+  return (source: Observable<T>) =>
+    new Observable<T>((subscriber) =>
+      source.subscribe({
+        next: (value) => outsideLocks(() => subscriber.next(value)),
+        error: (e: unknown) => subscriber.error(e),
+        complete: () => subscriber.complete(),
+      }),
+    );
 }

@@ -9,18 +9,17 @@
  *   await vm.addNic({ queues: 8, bridge: 'br0' });
  *   await vm.close();
  */
-import { type Observable, type Subscription, Subject, map, merge, share } from 'rxjs';
+import type { Observable, Subscription } from 'rxjs';
 import { QmpClient } from '../qmp/client.js';
-import { nowTimestamp } from '../qmp/messages.js';
 import { DefinitionStore } from '../qemu/definition.js';
 import { StateError, StateStore, qemuAlive } from '../qemu/state.js';
 import { checkVmName } from '../host/validate.js';
 import { envMs } from '../util/time.js';
-import { type AddPlan, type AddRequest, type AddResult, addNic, planNic } from './add.js';
+import { type AddPlan, type AddRequest, planNic } from './add/plan.js';
+import { type AddResult, addNic } from './add/transaction.js';
 import { LinuxHost, StoredRecord, UnrecordedVm } from './adapters.js';
-import { startBridging } from './bridging.js';
-import type { HotplugContext } from './context.js';
-import type { ControllerEvent, ControllerEventData, ControllerEventName, VmEvent } from './events.js';
+import { HotplugContext } from './context.js';
+import type { ControllerEventData, ControllerEventName, VmEvent } from './events.js';
 import { type NicView, listNics } from './nics.js';
 import { startReconcile } from './reconcile.js';
 import { type RemoveResult, removeNic } from './remove.js';
@@ -43,29 +42,26 @@ export interface OpenOptions {
 export class Controller {
   /** QEMU's events and the controller's own, hot and shared. */
   readonly events$: Observable<VmEvent>;
-  /** The ports the hot-plug functions work through (for callers of add.ts, remove.ts ... directly). */
+  /** The ports the hot-plug functions work through (for callers of add/, remove.ts ... directly). */
   readonly context: HotplugContext;
-  private readonly own = new Subject<ControllerEvent>();
-  private readonly reactions: Subscription;
 
   private constructor(
     readonly qmp: QmpClient,
     readonly name: string,
     private readonly host: LinuxHost,
-    private readonly store: StateStore | undefined,
+    store: StateStore | undefined,
     definitions?: DefinitionStore,
   ) {
-    const qemu$ = qmp.events$.pipe(map((e): VmEvent => ({ ...e, source: 'qemu' })));
-    this.events$ = merge(qemu$, this.own).pipe(share());
-    this.context = {
+    this.context = HotplugContext.open({
       vm: name,
       qmp,
-      events$: this.events$,
+      qemuEvents$: qmp.events$,
       record: store ? new StoredRecord(store, name, definitions) : new UnrecordedVm(),
       host,
-      publish: (event, data) => this.publish(event, data),
-    };
-    this.reactions = startBridging(this.context);
+      // to the VM's event log too, for watchers in other processes
+      log: store ? (e) => store.appendEvent(name, { ...e, vm: name }) : undefined,
+    });
+    this.events$ = this.context.events$;
   }
 
   static async open(options: OpenOptions): Promise<Controller> {
@@ -99,15 +95,7 @@ export class Controller {
 
   /** Publishes a controller event here and to the VM's event log (for watchers in other processes). */
   publish<K extends ControllerEventName>(event: K, data: ControllerEventData[K]): void {
-    const e = { event, data, timestamp: nowTimestamp(), source: 'controller' } as ControllerEvent;
-    if (this.store) {
-      try {
-        this.store.appendEvent(this.name, { ...e, vm: this.name });
-      } catch {
-        // the event log is a convenience for other processes; losing it must not fail a hot-plug
-      }
-    }
-    this.own.next(e);
+    this.context.publish(event, data);
   }
 
   /** What an add would do, with every check made; changes nothing (the dry run). */
@@ -115,7 +103,7 @@ export class Controller {
     return planNic(this.context, request);
   }
 
-  /** Hot-plugs a multiqueue NIC (see add.ts). */
+  /** Hot-plugs a multiqueue NIC (see add/transaction.ts). */
   addNic(request: AddRequest): Promise<AddResult> {
     return addNic(this.context, request);
   }
@@ -141,8 +129,7 @@ export class Controller {
 
   async close(): Promise<void> {
     this.host.close();
-    this.reactions.unsubscribe();
-    this.own.complete();
+    this.context.close();
     await this.qmp.close();
   }
 }

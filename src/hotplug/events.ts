@@ -24,9 +24,9 @@ export interface ControllerEventData {
     vhost: boolean;
     bridge: string | null;
     bus: string;
-    /** the host side of the NIC, set up by the bridging reaction (port.ts) */
+    /** the host side of the NIC, set up by the bridging reaction (network/) */
     tapMac: string;
-    mtu: number | null;
+    tapMtu: number | null;
     rate: number | null;
     ifb: string | null;
   };

@@ -2,7 +2,10 @@
  * The live VM as QEMU sees it, fetched with one pipelined burst of QMP commands (one round trip):
  * machine type, run state, vCPUs, device ids, NIC MACs and the free hot-plug buses.
  */
+import type { Slot } from '../model/nic.js';
 import type { QmpPort } from './context.js';
+
+export type { Slot };
 
 interface PciDevice {
   slot: number;
@@ -26,12 +29,6 @@ export interface LiveVm {
   free: Slot[];
   /** Spare slots: free root ports (q35) or free pci.0 slots (pc). */
   freeSlots: number;
-}
-
-/** A place for a device: a bus and the address on it ('0' on a root port, '0x5' for slot 5 of pci.0). */
-export interface Slot {
-  bus: string;
-  addr: string;
 }
 
 const PCI_SLOTS = 32;

@@ -1,10 +1,10 @@
 /**
  * The NICs of a VM as they really are: QOM under /machine/peripheral, joined with the host's view
- * of each tap (`ip -j -d link show`, one exec) and with the record, reporting any drift between them.
+ * of each tap (`ip -j -d link show`, one exec), the network backend's view of its port, and the
+ * record, reporting any drift between them.
  */
 import type { HotplugContext } from './context.js';
 import { liveNics } from './inspect.js';
-import { portDrift } from './port.js';
 
 export interface NicView {
   id: string;
@@ -21,7 +21,7 @@ export interface NicView {
   bridge: string | null;
   /** The tap's own MAC and MTU, live. */
   tapMac: string | null;
-  mtu: number | null;
+  tapMtu: number | null;
   /** The MTU told to the guest (host_mtu), and the rate limit in Mbit/s, as recorded. */
   guestMtu: number | null;
   rate: number | null;
@@ -32,10 +32,10 @@ export interface NicView {
 
 export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
   const recordedList = ctx.record.read()?.nics ?? [];
-  const [live, links, qdiscs] = await Promise.all([
+  const [live, links, seen] = await Promise.all([
     liveNics(ctx.qmp),
     ctx.host.showLinks(),
-    recordedList.some((n) => n.rate) ? ctx.host.qdiscs() : undefined, // one tc exec, only where a limit is kept
+    ctx.network.observe(recordedList),
   ]);
   const recorded = new Map(recordedList.map((n) => [n.id, n]));
   // in the order they were added (QOM lists children in hash order), unrecorded ones last
@@ -55,10 +55,8 @@ export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
     if (rec && rec.mac !== nic.mac) drift.push(`MAC ${nic.mac}, record says ${rec.mac}`);
     if (rec && nic.tap && rec.tap !== nic.tap) drift.push(`tap ${nic.tap}, record says ${rec.tap}`);
     if (tapName && !link) drift.push(`tap ${tapName} missing on the host`);
-    if (rec) {
-      const { link: linkDrift, shaping } = portDrift(rec, link, qdiscs);
-      drift.push(...linkDrift, ...shaping);
-    } else if (link && !link.up) drift.push('tap is down');
+    if (rec) drift.push(...ctx.network.drift(rec, link, seen));
+    else if (link && !link.up) drift.push('tap is down');
     if (nic.vectors === 0) drift.push('MSI-X off (vectors 0)');
     const total = link?.numQueues !== undefined ? link.numQueues + (link.numDisabled ?? 0) : undefined;
     views.push({
@@ -73,7 +71,7 @@ export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
       vhost: rec?.vhost ?? null,
       bridge: link?.master ?? null,
       tapMac: link?.address ?? null,
-      mtu: link?.mtu ?? null,
+      tapMtu: link?.mtu ?? null,
       guestMtu: rec?.guestMtu ?? null,
       rate: rec?.rate ?? null,
       linkUp: link?.up ?? null,
@@ -94,7 +92,7 @@ export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
       vhost: rec.vhost,
       bridge: null,
       tapMac: null,
-      mtu: null,
+      tapMtu: null,
       guestMtu: rec.guestMtu ?? null,
       rate: rec.rate ?? null,
       linkUp: null,

@@ -3,14 +3,13 @@
  *  - a DEVICE_DELETED for a recorded NIC that no running `remove` handles (the guest ejected it, or
  *    an unplug-pending NIC finally went): netdev_del, forget it, publish NIC_REMOVED;
  *  - a tap that drifted from its record (off its bridge, down, another MAC or MTU, its rate limit
- *    gone), checked on every event and every `periodMs`: set it right again (port.ts), publish
+ *    gone), checked on every event and every `periodMs`: set it right again (the network backend), publish
  *    NIC_REATTACHED with what was fixed.
  * Each reaction takes the VM's lock, so it never races a `remove` or `add` in another process.
  */
 import { type Observable, type Subscription, concatMap, filter, interval, map, merge } from 'rxjs';
 import type { HotplugContext } from './context.js';
 import type { VmEvent } from './events.js';
-import { attachLine, portDrift, resetShaping } from './port.js';
 import { finishRemoval } from './remove.js';
 
 export function startReconcile(
@@ -45,24 +44,23 @@ async function forgetDeleted(ctx: HotplugContext, device: string): Promise<void>
   await finishRemoval(ctx, nic, nic.state === 'unplug-pending' ? 'pending unplug completed' : 'guest-initiated unplug');
 }
 
-/** Sysfs reads for every tap; one `tc` exec only where a rate limit is kept. */
+/** Sysfs reads for every tap, and what the network backend reads (for a Linux bridge, one `tc` exec where a rate limit is kept). */
 async function repairPorts(ctx: HotplugContext): Promise<void> {
-  const { host } = ctx;
+  const { host, network } = ctx;
   const nics = (ctx.record.read()?.nics ?? []).filter((n) => n.state === 'active' && host.linkExists(n.tap));
-  const qdiscs = nics.some((n) => n.rate) ? await host.qdiscs() : undefined;
+  const seen = await network.observe(nics);
   for (const nic of nics) {
     const link = host.readLink(nic.tap);
-    const drift = portDrift(nic, link, qdiscs);
-    if (!drift.link.length && !drift.shaping.length) continue;
+    const fixed = network.drift(nic, link, seen);
+    if (!fixed.length) continue;
     if (nic.bridge && !host.linkExists(nic.bridge)) {
       ctx.publish('NIC_BRIDGE_MISSING', { device: nic.id, tap: nic.tap, bridge: nic.bridge });
       continue;
     }
-    if (drift.shaping.length) await resetShaping(host, nic);
-    if (drift.link.length) await host.ip(attachLine(nic));
+    await network.repair(nic, link, seen);
     ctx.publish('NIC_REATTACHED', {
-      ...{ device: nic.id, tap: nic.tap, bridge: nic.bridge ?? null, was: link?.master ?? null },
-      fixed: [...drift.link, ...drift.shaping],
+      ...{ device: nic.id, tap: nic.tap, bridge: nic.bridge, was: link?.master ?? null },
+      fixed,
     });
   }
 }

@@ -4,6 +4,8 @@
  *
  *   <config-dir>/<vm>.json   { version, name, spec, nics: [{ id, mac, tap, queues, bridge, ... }] }
  *
+ * (NICs as src/model/nic.ts has them; a file from before it, with `mtu` for the guest's, still loads.)
+ *
  * The directory is 0700 and files 0600, written atomically (a temporary file, then rename), read
  * with O_NOFOLLOW; a file that is not ours, a symlink, or not valid is refused with one line naming
  * it. `start <vm>` boots a VM from its definition, with each NIC at its saved slot, MAC and tap.
@@ -11,32 +13,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { StateError } from '../errors.js';
+import { type NicDefinition, definitionNicFromJson } from '../model/nic.js';
 import type { AccelChoice } from './accel.js';
 import type { VmSpec } from './spec.js';
 import { ensurePrivateDir, writePrivateAtomic } from './state.js';
 
 export const DEFINITION_VERSION = 1;
+export type { NicDefinition };
 
 /** What a start asks for: the spec, with the accelerator still a choice ('auto' stays 'auto'). */
 export type StartRequest = Omit<VmSpec, 'accel'> & { accel: AccelChoice };
-
-/** A NIC as it is kept: what `add` was asked for, with what it got (MAC, tap, slot). */
-export interface NicDefinition {
-  id: string;
-  mac: string;
-  tap: string;
-  queues: number;
-  /** null: no bridge (only set up) */
-  bridge: string | null;
-  vhost: 'auto' | 'on' | 'off';
-  /** the guest MTU asked for (--mtu) */
-  mtu?: number;
-  /** Mbit/s, both directions */
-  rate?: number;
-  /** Where it sits: a root port (q35) or pci.0 (pc), and the slot address; absent until first plugged. */
-  bus?: string;
-  addr?: string;
-}
 
 export interface VmDefinition {
   version: number;
@@ -96,6 +82,7 @@ export class DefinitionStore {
         `definition ${file} is not a version ${DEFINITION_VERSION} definition of VM '${name}'; fix it, or remove it with 'mq-hotplug undefine ${name}'`,
       );
     }
+    def.nics = def.nics.map(definitionNicFromJson);
     return def;
   }
 

@@ -34,7 +34,7 @@ export async function startVm(
   { paused = false, readyTimeoutMs = 30_000 }: StartOptions = {},
 ): Promise<VmRecord> {
   checkVmName(request.name);
-  const existing = safeReadRecord(store, request.name);
+  const existing = store.readIfValid(request.name); // unreadable or from another version: replaced below
   if (existing && qemuAlive(existing)) {
     throw new StartError(
       `VM '${request.name}' is already running (pid ${existing.pid}); stop it first or pick another name`,
@@ -129,15 +129,6 @@ function readTail(file: string, maxLines = 20): string {
     return fs.readFileSync(file, 'utf8').trim().split('\n').slice(-maxLines).join('\n');
   } catch {
     return '';
-  }
-}
-
-function safeReadRecord(store: StateStore, name: string): VmRecord | undefined {
-  try {
-    return store.read(name);
-  } catch (e) {
-    if (e instanceof StateError) return undefined; // unreadable or from another version: replaced below
-    throw e;
   }
 }
 

@@ -8,9 +8,14 @@
  * Abstract names belong to a network namespace: mq-hotplug run in another one (`ip netns exec`)
  * does not see this lock. Run every mq-hotplug of a host in the host's namespace.
  *
- * Within a process, calls queue on a promise chain per lock. A call made while the same async call
- * chain already holds the lock (the CLI takes it, then the operation inside takes it again) passes
- * through: AsyncLocalStorage tells the holder's own chain from a concurrent caller's.
+ * Within a process, calls queue on a promise chain per lock (`withProcessLock`, which the in-memory
+ * test ports use as it is). A call made while the same async call chain already holds the lock (the
+ * CLI takes it, then the operation inside takes it again) passes through: AsyncLocalStorage tells
+ * the holder's own chain from a concurrent caller's.
+ *
+ * Reactions are not the holder's chain, even when the holder's own publish() starts them: an event
+ * is delivered through `outsideLocks`, so a reaction that takes the lock waits for the operation
+ * that published its event (hotplug/context.ts), instead of slipping through mid-operation.
  *
  *   await withVmLock(lockKey(stateRoot, 'vm1'), async () => { ... });
  */
@@ -18,7 +23,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { StateError } from '../errors.js';
-import { sleep } from '../util/time.js';
+import { monotonicMs, sleep } from '../util/time.js';
 
 const held = new AsyncLocalStorage<ReadonlySet<string>>();
 const tails = new Map<string, Promise<void>>();
@@ -30,10 +35,26 @@ export function lockKey(stateRoot: string, vm: string): string {
 }
 
 /** Runs fn holding the lock; waits up to timeoutMs for it, then fails naming the holder's pid. */
-export async function withVmLock<T>(key: string, fn: () => Promise<T>, timeoutMs = 60_000, label = key): Promise<T> {
+export function withVmLock<T>(key: string, fn: () => Promise<T>, timeoutMs = 60_000, label = key): Promise<T> {
+  const deadline = monotonicMs() + timeoutMs;
+  return withProcessLock(key, fn, async () => {
+    const server = await bindAbstract(key, deadline, label);
+    return () => server.close();
+  });
+}
+
+/**
+ * The lock within this process alone: FIFO per key, re-entrant along the holder's async chain.
+ * `acquire`, run once the process's turn has come, takes whatever else must be held (the
+ * cross-process name) and returns its release.
+ */
+export async function withProcessLock<T>(
+  key: string,
+  fn: () => Promise<T>,
+  acquire: () => Promise<() => void> = async () => () => {},
+): Promise<T> {
   const mine = held.getStore();
   if (mine?.has(key)) return fn();
-  const deadline = Date.now() + timeoutMs;
   // in this process: after whoever queued before us
   const before = tails.get(key) ?? Promise.resolve();
   let release!: () => void;
@@ -41,16 +62,21 @@ export async function withVmLock<T>(key: string, fn: () => Promise<T>, timeoutMs
   tails.set(key, tail);
   try {
     await before;
-    const server = await bindAbstract(key, deadline, label);
+    const releaseOuter = await acquire();
     try {
       return await held.run(new Set([...(mine ?? []), key]), fn);
     } finally {
-      server.close();
+      releaseOuter();
     }
   } finally {
     release?.();
     if (tails.get(key) === tail) tails.delete(key);
   }
+}
+
+/** Runs fn as if no lock were held: what it starts (a reaction) queues for the locks like anyone else. */
+export function outsideLocks<T>(fn: () => T): T {
+  return held.exit(fn);
 }
 
 /** Binds the abstract name, retrying while another process holds it. */
@@ -65,7 +91,7 @@ async function bindAbstract(key: string, deadline: number, label: string): Promi
       server.unref(); // a held lock never keeps a process alive
       return server;
     }
-    if (Date.now() > deadline) {
+    if (monotonicMs() > deadline) {
       const holder = await holderPid(key);
       throw new StateError(
         `${label} is locked by ${holder ? `pid ${holder}` : 'another process'} (still held after the wait)`,

@@ -14,87 +14,13 @@ import { StateError } from '../errors.js';
 import { envMs } from '../util/time.js';
 import { appendLine } from './eventlog.js';
 import { lockKey, withVmLock } from './lock.js';
+import { type NicRecord, recordNicFromJson } from '../model/nic.js';
 import type { VmPaths, VmSpec } from './spec.js';
 
 export { StateError };
+export type { NicRecord };
 
 export const STATE_VERSION = 1;
-
-/** What makes a hot-plugged NIC, as planned, reported and recorded. */
-export interface NicSpec {
-  id: string;
-  netdev: string;
-  tap: string;
-  mac: string;
-  queues: number;
-  vectors: number;
-  vhost: boolean;
-  /** vhost as asked: 'auto' follows the host it runs on */
-  vhostMode?: 'auto' | 'on' | 'off';
-  bus: string;
-  /** The slot on the bus ('0x5', or '0' on a root port). */
-  addr?: string;
-  /** The tap's own MAC: fe and the guest MAC's last five bytes, so no bridge ever takes it. */
-  tapMac?: string;
-  /** The tap's MTU as set: its bridge's, or --mtu without a bridge (absent: left as QEMU made it). */
-  mtu?: number;
-  /** The MTU told to the guest (virtio-net host_mtu), from --mtu. */
-  guestMtu?: number;
-  /** Rate limit in Mbit/s, both directions, and the ifb device that shapes the guest's transmit side. */
-  rate?: number;
-  ifb?: string;
-}
-
-export interface NicRecord extends NicSpec {
-  bridge?: string;
-  /**
-   * 'adding': written before netdev_add, so that an add whose process died midway is found and
-   * finished or undone by the next operation; 'unplug-pending': device_del was sent but the guest
-   * has not released the device yet.
-   */
-  state: 'adding' | 'active' | 'unplug-pending';
-  /** an add with --transient: not to be kept in the definition */
-  transient?: boolean;
-  addedAt: string;
-}
-
-/** The one builder of a NIC's record, from what was planned for it. */
-export function nicRecord(nic: NicSpec & { bridge: string | null }, state: NicRecord['state']): NicRecord {
-  const {
-    id,
-    netdev,
-    tap,
-    mac,
-    queues,
-    vectors,
-    vhost,
-    vhostMode,
-    bus,
-    bridge,
-    addr,
-    tapMac,
-    mtu,
-    guestMtu,
-    rate,
-    ifb,
-  } = nic;
-  const optional = Object.entries({ vhostMode, addr, bridge, tapMac, mtu, guestMtu, rate, ifb }).filter(
-    ([, v]) => v !== undefined && v !== null,
-  );
-  return {
-    id,
-    netdev,
-    tap,
-    mac,
-    queues,
-    vectors,
-    vhost,
-    bus,
-    ...Object.fromEntries(optional),
-    state,
-    addedAt: new Date().toISOString(),
-  };
-}
 
 export interface VmRecord extends VmPaths {
   version: number;
@@ -180,7 +106,18 @@ export class StateStore {
           `stop the VM with the version that started it, or remove the directory`,
       );
     }
+    record.nics = (record.nics ?? []).map(recordNicFromJson);
     return record;
+  }
+
+  /** The record, or undefined where there is none or it cannot be read (for code that replaces it anyway). */
+  readIfValid(name: string): VmRecord | undefined {
+    try {
+      return this.read(name);
+    } catch (e) {
+      if (e instanceof StateError || (e as NodeJS.ErrnoException).code !== undefined) return undefined;
+      throw e;
+    }
   }
 
   write(record: VmRecord): void {

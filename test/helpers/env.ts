@@ -9,7 +9,8 @@ import path from 'node:path';
 import { type ResultPromise, execa, execaSync } from 'execa';
 import { fileURLToPath } from 'node:url';
 import type { Controller } from '../../src/hotplug/controller.js';
-import { type AddPlan, type AddRequest, executeAdd } from '../../src/hotplug/add.js';
+import type { AddPlan, AddRequest } from '../../src/hotplug/add/plan.js';
+import { executeAdd } from '../../src/hotplug/add/transaction.js';
 import { startVm } from '../../src/qemu/launcher.js';
 import type { StateStore, VmRecord } from '../../src/qemu/state.js';
 

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { execa } from 'execa';
-import type { AddResult } from '../../src/hotplug/add.js';
+import type { AddResult } from '../../src/hotplug/add/transaction.js';
 import { ROOT, cli, sleep, trackLink, wipeRuntimeState } from './env.js';
 
 export interface GuestNic {

@@ -5,18 +5,26 @@
  * per command (`failNext`), and a guest can be present (device_del completes with DEVICE_DELETED,
  * sent twice as QEMU does) or absent (device_del is accepted and nothing happens).
  *
+ * The context is a real HotplugContext (its bridging reaction runs) and the record's lock is the
+ * real in-process lock (qemu/lock.ts: FIFO, re-entrant along the holder's chain), so what the
+ * layer does under the lock here is what it does in production.
+ *
  *   const world = new World({ machine: 'pc' });
  *   const ctx = world.context();
  *   await addNic(ctx, { queues: 8, bridge: 'br0' });
+ *   ctx.close();
  */
 import { Subject } from 'rxjs';
-import type { HotplugContext, HostPort, QmpPort, RecordPort } from '../../src/hotplug/context.js';
-import type { ControllerEvent, VmEvent } from '../../src/hotplug/events.js';
+import { HotplugContext, type HostPort, type QmpPort, type RecordPort } from '../../src/hotplug/context.js';
+import type { ControllerEvent } from '../../src/hotplug/events.js';
 import type { LinkInfo } from '../../src/host/ip.js';
+import type { NicDefinition, NicRecord } from '../../src/model/nic.js';
 import { QmpCommandError, QmpDisconnectedError } from '../../src/qmp/errors.js';
-import { nowTimestamp } from '../../src/qmp/messages.js';
-import type { NicDefinition } from '../../src/qemu/definition.js';
-import type { NicRecord, VmRecord } from '../../src/qemu/state.js';
+import { type QmpEvent, nowTimestamp } from '../../src/qmp/messages.js';
+import { withProcessLock } from '../../src/qemu/lock.js';
+import type { VmRecord } from '../../src/qemu/state.js';
+
+let worlds = 0;
 
 interface Device {
   driver: string;
@@ -65,7 +73,9 @@ export class World {
   readonly tcLines: string[][] = [];
   /** qdiscs by device: kind and, for tbf, its rate in bytes/s */
   readonly qdiscMap = new Map<string, { kind: string; root: boolean; rate?: number }[]>();
-  readonly qemuEvents = new Subject<VmEvent>();
+  /** QEMU's events, as its monitor would deliver them. */
+  readonly qemuEvents = new Subject<QmpEvent>();
+  private readonly lockKey = `world-${++worlds}`;
   private readonly failures = new Map<string, Error>();
   private ipFailure?: Error;
   private tcFailure?: Error;
@@ -107,27 +117,21 @@ export class World {
     this.links.set(name, link);
   }
 
-  /** The context the layer under test gets. */
-  context(): HotplugContext {
-    const events$ = new Subject<VmEvent>();
-    this.qemuEvents.subscribe(events$);
-    return {
+  /** The context the layer under test gets, with its bridging reaction running (close() stops it). */
+  context(qmp: QmpPort = this.qmp()): HotplugContext {
+    return HotplugContext.open({
       vm: 'vm',
-      qmp: this.qmp(),
-      events$,
+      qmp,
+      qemuEvents$: this.qemuEvents,
       record: this.recordPort(),
       host: this.host(),
-      publish: (event, data) => {
-        const e = { event, data, timestamp: nowTimestamp(), source: 'controller' } as ControllerEvent;
-        this.published.push(e);
-        events$.next(e);
-      },
-    };
+      log: (e) => this.published.push(e),
+    });
   }
 
   private emit(event: string, data: Record<string, unknown>): void {
     // as QEMU does: events come after the answer that caused them
-    setImmediate(() => this.qemuEvents.next({ event, data, timestamp: nowTimestamp(), source: 'qemu' }));
+    setImmediate(() => this.qemuEvents.next({ event, data, timestamp: nowTimestamp() }));
   }
 
   qmp(): QmpPort {
@@ -264,7 +268,6 @@ export class World {
   recordPort(): RecordPort {
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const world = this;
-    let queue: Promise<unknown> = Promise.resolve();
     const update = (change: (nics: NicRecord[]) => NicRecord[]) => {
       if (world.record) world.record = { ...world.record, nics: change(world.record.nics) };
     };
@@ -280,11 +283,7 @@ export class World {
         if (world.definition) world.definition = world.definition.filter((n) => n.id !== id);
       },
       markNic: (id, state) => update((nics) => nics.map((n) => (n.id === id ? { ...n, state } : n))),
-      locked<T>(fn: () => Promise<T>): Promise<T> {
-        const run = queue.then(fn, fn);
-        queue = run.catch(() => {});
-        return run;
-      },
+      locked: (fn) => withProcessLock(world.lockKey, fn),
       qemuExited: async () => world.qemuGone,
     };
   }

@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import { Controller } from '../../src/hotplug/controller.js';
-import type { AddRequest } from '../../src/hotplug/add.js';
+import type { AddRequest } from '../../src/hotplug/add/plan.js';
 import { HotplugError } from '../../src/hotplug/errors.js';
 import { liveNics } from '../../src/hotplug/inspect.js';
 import { showLinks } from '../../src/host/ip.js';
@@ -156,7 +156,7 @@ export async function soak(
 
   /** A spec made from the VM's NICs: some kept, some with other queues (replaced), one dropped, one new. */
   const randomSpec = (
-    nics: { id: string; queues: number; bridge?: string; mac: string }[],
+    nics: { id: string; queues: number; bridge: string | null; mac: string }[],
     step: number,
   ): NicWanted[] => {
     const wanted: NicWanted[] = [];

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { execa } from 'execa';
 import { Controller } from '../../src/hotplug/controller.js';
-import { type AddResult, executeAdd } from '../../src/hotplug/add.js';
+import { type AddResult, executeAdd } from '../../src/hotplug/add/transaction.js';
 import { HotplugError } from '../../src/hotplug/errors.js';
 import { startVm, stopVm } from '../../src/qemu/launcher.js';
 import { StateStore } from '../../src/qemu/state.js';

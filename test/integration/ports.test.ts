@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { execa } from 'execa';
 import fs from 'node:fs';
 import { Controller } from '../../src/hotplug/controller.js';
-import type { AddResult } from '../../src/hotplug/add.js';
+import type { AddResult } from '../../src/hotplug/add/transaction.js';
 import { stopVm } from '../../src/qemu/launcher.js';
 import { StateStore } from '../../src/qemu/state.js';
 import { pollUntil } from '../../src/util/time.js';

@@ -7,26 +7,26 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { addNic, executeAdd, planNic } from '../../src/hotplug/add.js';
+import { planNic } from '../../src/hotplug/add/plan.js';
+import { addNic, executeAdd } from '../../src/hotplug/add/transaction.js';
 import { HotplugError, UnplugPendingError } from '../../src/hotplug/errors.js';
 import { listNics } from '../../src/hotplug/nics.js';
-import { startBridging } from '../../src/hotplug/bridging.js';
 import { startReconcile } from '../../src/hotplug/reconcile.js';
 import { removeNic } from '../../src/hotplug/remove.js';
+import { applyLive, parseApplySpec } from '../../src/hotplug/apply.js';
 import { decideVhost, vhostNetUsable } from '../../src/host/ip.js';
 import { EXIT_CODES, MqHotplugError, StateError, UsageError, exitCodeOf } from '../../src/errors.js';
 import { QmpDisconnectedError, QmpError } from '../../src/qmp/errors.js';
 import { World } from '../helpers/ports.js';
 import { pollUntil } from '../../src/util/time.js';
-import { nicRecord } from '../../src/qemu/state.js';
+import { recordOf } from '../../src/model/nic.js';
 
-/** A world with a bridge br0, and a context with the bridging reaction running. */
+/** A world with a bridge br0, and a context (its bridging reaction runs until stop). */
 function setup(options: ConstructorParameters<typeof World>[0] = {}) {
   const world = new World(options);
   world.addLink('br0', { kind: 'bridge', up: true });
   const ctx = world.context();
-  const bridging = startBridging(ctx);
-  return { world, ctx, stop: () => bridging.unsubscribe() };
+  return { world, ctx, stop: () => ctx.close() };
 }
 
 describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
@@ -71,7 +71,7 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
           },
         },
       ]);
-      expect(plan.ipArgv).to.deep.equal([
+      expect(plan.hostCommands.at(-1)).to.deep.equal([
         ...['ip', 'link', 'set', 'dev', 'vm-nic0', 'address', `fe${plan.mac.slice(2)}`, 'mtu', '1500'],
         ...['master', 'br0', 'up'],
       ]);
@@ -237,14 +237,12 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       const { world, ctx, stop } = setup({ guest: true });
       const plan = await planNic(ctx, { queues: 2 });
       const qmp = ctx.qmp;
-      const lying = {
-        ...ctx,
-        qmp: {
-          isReady: true,
-          execute: async <T>(c: string, a?: object) => (c === 'qom-get' ? ('other' as T) : qmp.execute<T>(c, a)),
-        },
-      };
+      const lying = world.context({
+        isReady: true,
+        execute: async <T>(c: string, a?: object) => (c === 'qom-get' ? ('other' as T) : qmp.execute<T>(c, a)),
+      });
       const err = (await executeAdd(lying, plan).catch((e: unknown) => e)) as HotplugError;
+      lying.close();
       expect(err.message).to.match(
         /^confirming nic0 failed: device nic0 has netdev 'other', expected 'nd-nic0'; undone: device nic0 deleted/,
       );
@@ -340,6 +338,28 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
   });
 
   describe('reconcile', () => {
+    it("a reaction to an add's own event waits for the add: it never reads taps while a NIC is 'adding'", async () => {
+      const { world, ctx, stop } = setup();
+      await addNic(ctx, { queues: 2, bridge: 'br0' });
+      // events only (a period longer than the test): DEVICE_ADDED, NIC_BRIDGED ... each start a check
+      const reconciling = startReconcile(ctx, ctx.events$, 3_600_000);
+      const reads: { tap: string; midAdd: boolean }[] = [];
+      const readLink = ctx.host.readLink;
+      Object.assign(ctx.host, {
+        readLink: (name: string) => {
+          reads.push({ tap: name, midAdd: world.record!.nics.some((n) => n.state === 'adding') });
+          return readLink(name);
+        },
+      });
+      await addNic(ctx, { queues: 2, bridge: 'br0' });
+      // the checks that the add's events started run once the add has let go of the lock
+      await pollUntil(() => reads.some((r) => r.tap === 'vm-nic1'), 5000);
+      expect(reads.filter((r) => r.midAdd)).to.deep.equal([]);
+      expect(reads.map((r) => r.tap)).to.include.members(['vm-nic0', 'vm-nic1']);
+      reconciling.unsubscribe();
+      stop();
+    });
+
     it('re-attaches a tap that left its bridge, and forgets a NIC the guest ejected', async () => {
       const { world, ctx, stop } = setup({ guest: true });
       await addNic(ctx, { queues: 2, bridge: 'br0' });
@@ -362,7 +382,6 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
         event: 'DEVICE_DELETED',
         data: { device: 'nic1', path: '/machine/peripheral/nic1' },
         timestamp: { seconds: 0, microseconds: 0 },
-        source: 'qemu',
       });
       await pollUntil(() => world.published.at(-1)?.event === 'NIC_REMOVED', 5000);
       expect(world.record!.nics.map((n) => n.id)).to.deep.equal(['nic0']);
@@ -379,37 +398,51 @@ describe('ports: the tap as a good citizen of its bridge (in-memory ports)', () 
     const { world, ctx, stop } = setup();
     world.links.get('br0')!.mtu = 9000;
     const r = await addNic(ctx, { queues: 2, bridge: 'br0', mac: '52:54:00:12:34:56' });
-    expect(r).to.deep.include({ tapMac: 'fe:54:00:12:34:56', mtu: 9000 });
+    expect(r).to.deep.include({ tapMac: 'fe:54:00:12:34:56', tapMtu: 9000 });
     expect(r).to.not.have.property('guestMtu');
     expect(world.ipLines).to.deep.equal([
       ['link', 'set', 'dev', 'vm-nic0', 'address', 'fe:54:00:12:34:56', 'mtu', '9000', 'master', 'br0', 'up'],
     ]);
     expect(world.sent.find((c) => c.command === 'device_add')!.args).to.not.have.property('host_mtu');
-    expect(world.record!.nics[0]).to.deep.include({ tapMac: 'fe:54:00:12:34:56', mtu: 9000 });
+    expect(world.record!.nics[0]).to.deep.include({ tapMac: 'fe:54:00:12:34:56', tapMtu: 9000 });
     stop();
   });
 
   it('--mtu tells the guest (host_mtu); the tap keeps the bridge MTU; without a bridge the tap takes --mtu', async () => {
     const { world, ctx, stop } = setup();
     world.links.get('br0')!.mtu = 9000;
-    const a = await planNic(ctx, { queues: 1, bridge: 'br0', mtu: 1400 });
-    expect(a).to.deep.include({ mtu: 9000, guestMtu: 1400 });
+    const a = await planNic(ctx, { queues: 1, bridge: 'br0', guestMtu: 1400 });
+    expect(a).to.deep.include({ tapMtu: 9000, guestMtu: 1400 });
     expect(a.commands[1].arguments).to.include({ host_mtu: 1400 });
-    const b = await planNic(ctx, { queues: 1, bridge: null, mtu: '4000' });
-    expect(b).to.deep.include({ mtu: 4000, guestMtu: 4000, bridge: null });
-    expect(b.ipArgv).to.deep.equal(['ip', 'link', 'set', 'dev', 'vm-nic0', 'address', b.tapMac, 'mtu', '4000', 'up']);
+    const b = await planNic(ctx, { queues: 1, bridge: null, guestMtu: '4000' });
+    expect(b).to.deep.include({ tapMtu: 4000, guestMtu: 4000, bridge: null });
+    expect(b.hostCommands.at(-1)).to.deep.equal([
+      'ip',
+      'link',
+      'set',
+      'dev',
+      'vm-nic0',
+      'address',
+      b.tapMac,
+      'mtu',
+      '4000',
+      'up',
+    ]);
     const c = await planNic(ctx, { queues: 1, bridge: null });
-    expect(c).to.not.have.property('mtu');
-    expect(c.ipArgv).to.deep.equal(['ip', 'link', 'set', 'dev', 'vm-nic0', 'address', c.tapMac, 'up']);
+    expect(c).to.not.have.property('tapMtu');
+    expect(c.hostCommands.at(-1)).to.deep.equal(['ip', 'link', 'set', 'dev', 'vm-nic0', 'address', c.tapMac, 'up']);
     stop();
   });
 
   it("refuses bad MTUs and rates, an MTU above the bridge's, and fe: MACs, before anything changes", async () => {
     const cases: [Parameters<typeof planNic>[1], RegExp][] = [
-      [{ queues: 1, mtu: 67 }, /^invalid MTU '67': use an integer from 68 to 65535$/],
-      [{ queues: 1, mtu: 70000 }, /^invalid MTU '70000'/],
-      [{ queues: 1, mtu: 'abc' }, /^invalid MTU 'abc'/],
-      [{ queues: 1, bridge: 'br0', mtu: 1501 }, /^invalid MTU '1501': bridge 'br0' has MTU 1500; use at most 1500/],
+      [{ queues: 1, guestMtu: 67 }, /^invalid MTU '67': use an integer from 68 to 65535$/],
+      [{ queues: 1, guestMtu: 70000 }, /^invalid MTU '70000'/],
+      [{ queues: 1, guestMtu: 'abc' }, /^invalid MTU 'abc'/],
+      [
+        { queues: 1, bridge: 'br0', guestMtu: 1501 },
+        /^invalid MTU '1501': bridge 'br0' has MTU 1500; use at most 1500/,
+      ],
       [{ queues: 1, rate: 0 }, /^invalid rate '0': use an integer from 1 to 100000 \(Mbit\/s\)$/],
       [{ queues: 1, rate: '-1' }, /^invalid rate '-1'/],
       [{ queues: 1, rate: 'abc' }, /^invalid rate 'abc'/],
@@ -498,7 +531,12 @@ describe('ports: the tap as a good citizen of its bridge (in-memory ports)', () 
   it('nics reports MAC, MTU and qdisc drift; reconcile restores each and says what it fixed', async () => {
     const { world, ctx, stop } = setup();
     const nic = await addNic(ctx, { queues: 2, bridge: 'br0', rate: 10, mac: '52:54:00:00:00:09' });
-    expect((await listNics(ctx))[0]).to.deep.include({ tapMac: 'fe:54:00:00:00:09', mtu: 1500, rate: 10, drift: [] });
+    expect((await listNics(ctx))[0]).to.deep.include({
+      tapMac: 'fe:54:00:00:00:09',
+      tapMtu: 1500,
+      rate: 10,
+      drift: [],
+    });
     const tap = world.links.get(nic.tap)!;
     tap.address = '02:11:22:33:44:55';
     tap.mtu = 1400;
@@ -558,7 +596,7 @@ describe('slots and definitions (in-memory ports)', () => {
 
   it('add keeps the NIC in the definition (what it was asked, what it got); remove drops it; persist false does neither', async () => {
     const { world, ctx, stop } = setup({ defined: true, guest: true });
-    const nic = await addNic(ctx, { queues: 4, bridge: 'br0', mtu: 1400, rate: 20, mac: '52:54:00:00:00:01' });
+    const nic = await addNic(ctx, { queues: 4, bridge: 'br0', guestMtu: 1400, rate: 20, mac: '52:54:00:00:00:01' });
     expect(world.definition).to.deep.equal([
       {
         id: 'nic0',
@@ -567,7 +605,7 @@ describe('slots and definitions (in-memory ports)', () => {
         queues: 4,
         bridge: 'br0',
         vhost: 'auto',
-        mtu: 1400,
+        guestMtu: 1400,
         rate: 20,
         bus: 'pci.0',
         addr: '0x2',
@@ -587,7 +625,7 @@ describe('recovery of an add whose process died (in-memory ports)', () => {
   async function diedAfter(step: 'intent' | 'netdev_add' | 'device_add') {
     const { world, ctx, stop } = setup({ defined: true });
     const plan = await planNic(ctx, { queues: 2, bridge: 'br0', rate: 10 });
-    world.record!.nics.push({ ...nicRecord(plan, 'adding') });
+    world.record!.nics.push(recordOf(plan, 'adding'));
     if (step !== 'intent') await ctx.qmp.execute('netdev_add', plan.commands[0].arguments);
     if (step === 'device_add') await ctx.qmp.execute('device_add', plan.commands[1].arguments);
     return { world, ctx, stop, plan };
@@ -726,5 +764,75 @@ describe('error tree', () => {
     expect(EXIT_CODES).to.deep.equal({ failed: 1, usage: 2, pending: 3 });
     const cause = new Error('root cause');
     expect(new HotplugError('s', cause).cause).to.equal(cause);
+  });
+});
+
+describe('apply (in-memory ports; its lock re-enters as the real one does)', () => {
+  it('adds, replaces, changes the rate in place and removes; a second apply changes nothing', async () => {
+    const { world, ctx, stop } = setup({ guest: true, defined: true });
+    await addNic(ctx, { id: 'old', queues: 1, bridge: 'br0' });
+    await addNic(ctx, { id: 'keep', queues: 2, bridge: 'br0', mac: '52:54:00:00:00:02' });
+    await addNic(ctx, { id: 'rate', queues: 2, bridge: 'br0', rate: 10 });
+    const spec = parseApplySpec(
+      JSON.stringify({
+        nics: [
+          { id: 'keep', queues: 4, bridge: 'br0' },
+          { id: 'rate', queues: 2, bridge: 'br0', rate: 20 },
+          { id: 'new', queues: 1, bridge: 'br0', mtu: 1400 },
+        ],
+      }),
+      'test',
+    );
+    const result = await applyLive(ctx, spec, { removeTimeoutMs: 1000 });
+    expect(result).to.deep.include({
+      changed: true,
+      added: ['new'],
+      removed: ['old'],
+      replaced: ['keep'],
+      updated: ['rate'],
+    });
+    const byId = new Map(world.record!.nics.map((n) => [n.id, n]));
+    expect([...byId.keys()].sort()).to.deep.equal(['keep', 'new', 'rate']);
+    expect(byId.get('keep')).to.deep.include({ queues: 4, mac: '52:54:00:00:00:02' }); // replaced, MAC kept
+    expect(byId.get('rate')!.rate).to.equal(20);
+    expect(world.qdiscMap.get(byId.get('rate')!.ifb!)?.[0]).to.include({ kind: 'tbf', rate: 20 * 125_000 });
+    expect(byId.get('new')!.guestMtu).to.equal(1400);
+    expect(world.definition!.map((n) => n.id).sort()).to.deep.equal(['keep', 'new', 'rate']);
+    const again = await applyLive(ctx, spec);
+    expect(again).to.deep.include({ changed: false, unchanged: ['keep', 'rate', 'new'] });
+    stop();
+  });
+
+  it('checks every NIC before it changes anything; a dry run sends no change', async () => {
+    const { world, ctx, stop } = setup({ guest: true });
+    await addNic(ctx, { id: 'a', queues: 1, bridge: 'br0' });
+    const before = world.changes().length;
+    const bad = parseApplySpec(
+      JSON.stringify({
+        nics: [
+          { id: 'b', queues: 1 },
+          { id: 'c', queues: 999 },
+        ],
+      }),
+      't',
+    );
+    const err = await applyLive(ctx, bad).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(UsageError);
+    expect((err as Error).message).to.match(/^invalid queue count '999'/);
+    const dry = await applyLive(ctx, parseApplySpec('{"nics": [{"id": "b", "queues": 2}]}', 't'), { dryRun: true });
+    expect(dry).to.deep.include({ dryRun: true, added: ['b'], removed: ['a'] });
+    expect(world.changes().length).to.equal(before);
+    expect(world.record!.nics.map((n) => n.id)).to.deep.equal(['a']);
+    stop();
+  });
+
+  it('spec files: unknown fields, duplicates and non-JSON are one-line usage errors', () => {
+    const cases: [string, RegExp][] = [
+      ['{"nics": [{"id": "a", "queues": 1, "mtuu": 1}]}', /unknown field 'mtuu'; valid: id, queues/],
+      ['{"nics": [{"id": "a", "queues": 1}, {"id": "a", "queues": 2}]}', /NIC id 'a' is given twice/],
+      ['nope', /is not JSON/],
+      ['{"nic": []}', /must be an object with a "nics" array/],
+    ];
+    for (const [text, message] of cases) expect(() => parseApplySpec(text, 'f.json')).to.throw(UsageError, message);
   });
 });

@@ -1,0 +1,34 @@
+/**
+ * The QMP commands that plug a NIC, built from the placed NIC alone (as libvirt's
+ * qemuBuildHostNetProps and qemuBuildNicDevProps): one place says what QEMU is sent. Values are
+ * JSON numbers and booleans, never strings: QEMU 9.2 and later type device_add strictly.
+ */
+import type { Nic } from '../../model/nic.js';
+
+export interface QmpCommand {
+  execute: string;
+  arguments: Record<string, unknown>;
+}
+
+/** netdev_add of a multiqueue tap opened by name (QEMU makes it, or opens the one made for it). */
+export function netdevAddCommand(nic: Pick<Nic, 'netdev' | 'tap' | 'vhost' | 'queues'>): QmpCommand {
+  const { netdev, tap, vhost, queues } = nic;
+  return {
+    execute: 'netdev_add',
+    arguments: { type: 'tap', id: netdev, ifname: tap, script: 'no', downscript: 'no', vhost, queues },
+  };
+}
+
+/**
+ * device_add of the virtio-net-pci. addr: on a root port the device must sit at 0.0 (QEMU would put
+ * a second one at 1.0, where the guest never looks); on pci.0 the slot is pinned, so that a saved
+ * NIC comes back where it was.
+ */
+export function deviceAddCommand(
+  nic: Pick<Nic, 'id' | 'netdev' | 'mac' | 'vectors' | 'bus' | 'addr' | 'guestMtu'>,
+): QmpCommand {
+  const { id, netdev, mac, vectors, bus, addr, guestMtu } = nic;
+  const args: Record<string, unknown> = { driver: 'virtio-net-pci', id, netdev, mac, mq: true, vectors, bus, addr };
+  if (guestMtu !== undefined) args.host_mtu = guestMtu;
+  return { execute: 'device_add', arguments: args };
+}
