@@ -12,7 +12,7 @@ import { UsageError } from '../errors.js';
 import { checkVmName } from '../host/validate.js';
 import type { GlobalOptions } from './commands.js';
 import { pollUntil } from '../util/time.js';
-import { releaseHostLinks } from '../qemu/launcher.js';
+import { forgetDeadVm } from '../qemu/launcher.js';
 import { writeOut, writeErr } from '../util/write.js';
 
 export interface WatchOptions {
@@ -84,8 +84,7 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
     if (store && o.reconcile) {
       const record = store.read(vm);
       if (record && !qemuAlive(record)) {
-        await releaseHostLinks(record); // nothing stale left behind: its ifbs, then its state
-        store.remove(vm);
+        await forgetDeadVm(store, record); // nothing stale left behind: its ifbs, its serial socket, its state
       }
     }
     if (!o.follow || !store) break;

@@ -212,17 +212,3 @@ export async function showLink(name: string): Promise<LinkInfo | undefined> {
 export async function deleteLink(name: string): Promise<void> {
   await ip(['link', 'del', 'dev', checkIfname(name)]);
 }
-
-export async function addBridge(name: string): Promise<void> {
-  await ip(['link', 'add', 'name', checkIfname(name, 'bridge name'), 'type', 'bridge']);
-  await ip(['link', 'set', 'dev', name, 'up']);
-}
-
-/** Administratively up (IFF_UP in sysfs flags); false when the link does not exist. */
-export function linkIsUp(name: string): boolean {
-  try {
-    return (Number.parseInt(readFileSync(`${SYS_NET}/${checkIfname(name)}/flags`, 'utf8'), 16) & 1) === 1;
-  } catch {
-    return false;
-  }
-}

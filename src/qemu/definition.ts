@@ -16,7 +16,7 @@ import { StateError } from '../errors.js';
 import { type NicDefinition, definitionNicFromJson } from '../model/nic.js';
 import type { AccelChoice } from './accel.js';
 import type { VmSpec } from './spec.js';
-import { ensurePrivateDir, writePrivateAtomic } from './state.js';
+import { ensurePrivateDir, refuseIfNotOurs, writePrivateAtomic } from './state.js';
 
 export const DEFINITION_VERSION = 1;
 export type { NicDefinition };
@@ -57,14 +57,7 @@ export class DefinitionStore {
     }
     let text: string;
     try {
-      const st = fs.fstatSync(fd);
-      const uid = process.getuid?.() ?? 0;
-      if (st.uid !== uid)
-        throw new StateError(`definition ${file} is owned by uid ${st.uid}, not by us (uid ${uid}); refusing it`);
-      if (st.mode & 0o022)
-        throw new StateError(
-          `definition ${file} is writable by others (mode ${(st.mode & 0o777).toString(8)}); refusing it`,
-        );
+      refuseIfNotOurs(fs.fstatSync(fd), `definition ${file}`);
       text = fs.readFileSync(fd, 'utf8');
     } finally {
       fs.closeSync(fd);

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import { execa } from 'execa';
 import { QmpClient } from '../qmp/client.js';
-import { QmpError } from '../qmp/errors.js';
+import { QmpBusyError, QmpError } from '../qmp/errors.js';
 import { resolveAccel } from './accel.js';
 import type { StartRequest } from './definition.js';
 import { type VmSpec, qemuArgv } from './spec.js';
@@ -14,7 +14,7 @@ import { STATE_VERSION, StateError, StateStore, type VmRecord, pidAlive, qemuAli
 import { deleteLink, linkExists } from '../host/ip.js';
 import { checkVmName } from '../host/validate.js';
 import { MqHotplugError } from '../errors.js';
-import { pollUntil, within } from '../util/time.js';
+import { monotonicMs, pollUntil, within } from '../util/time.js';
 
 export class StartError extends MqHotplugError {
   override name = 'StartError';
@@ -40,8 +40,7 @@ export async function startVm(
       `VM '${request.name}' is already running (pid ${existing.pid}); stop it first or pick another name`,
     );
   }
-  await releaseHostLinks(existing);
-  store.remove(request.name); // stale state from a dead QEMU is not trusted
+  await forgetDeadVm(store, existing, request.name); // stale state from a dead QEMU is not trusted
 
   const { accel, reason } = resolveAccel(request.accel);
   const spec: VmSpec = { ...request, accel };
@@ -104,14 +103,14 @@ export async function startVm(
 
 /** Polls for the monitor socket, then negotiates on it; fails as soon as QEMU exits. */
 async function waitForMonitor(socketPath: string, exited: Promise<string>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = monotonicMs() + timeoutMs;
   let gone: string | undefined;
   exited.then((why) => (gone = why));
-  while (Date.now() < deadline) {
+  while (monotonicMs() < deadline) {
     if (gone !== undefined) throw new StartError(`QEMU exited during start-up (${gone})`);
     if (fs.existsSync(socketPath)) {
       try {
-        const qmp = await QmpClient.connect(socketPath, { greetingTimeoutMs: deadline - Date.now() });
+        const qmp = await QmpClient.connect(socketPath, { greetingTimeoutMs: deadline - monotonicMs() });
         await qmp.close();
         return;
       } catch (e) {
@@ -139,24 +138,30 @@ export interface StopResult {
 }
 
 /**
- * What a VM's NICs leave on the host once its QEMU is gone: QEMU's taps go with it, but the ifb
- * devices of rate limits do not. Called wherever a VM's runtime state is forgotten.
+ * Forgets a VM whose QEMU is gone: what its NICs left on the host (QEMU's taps went with it, the
+ * ifb devices of rate limits did not), its serial socket, and its runtime state. The one cleanup
+ * for stop, a dead VM seen by watch or the agent, and a start over stale state.
  */
-export async function releaseHostLinks(record: VmRecord | undefined): Promise<void> {
+export async function forgetDeadVm(
+  store: StateStore,
+  record: VmRecord | undefined,
+  name = record?.name,
+): Promise<void> {
   for (const nic of record?.nics ?? []) {
     if (nic.ifb && linkExists(nic.ifb)) await deleteLink(nic.ifb).catch(() => {});
   }
+  if (record?.spec.serial) fs.rmSync(record.spec.serial, { force: true });
+  if (name) store.remove(name);
 }
 
-/** `quit` over QMP, wait for the monitor's EOF (faster than the PID: see FACTS), then signals. */
+/**
+ * `quit` over QMP, wait for the monitor's EOF, then signals. The EOF comes at once; a daemonized
+ * QEMU's pid can take over a second to vanish where PID 1 reaps orphans late (measured ~1.2 s).
+ */
 export async function stopVm(store: StateStore, name: string, timeoutMs = 10_000): Promise<StopResult> {
   const record = store.read(name);
   if (!record) throw new StateError(`no VM named '${name}' in ${store.root}`);
-  const cleanup = async () => {
-    await releaseHostLinks(record);
-    store.remove(name);
-    if (record.spec.serial) fs.rmSync(record.spec.serial, { force: true });
-  };
+  const cleanup = () => forgetDeadVm(store, record, name);
   if (!qemuAlive(record)) {
     await cleanup();
     return { name, how: 'already-dead' };
@@ -203,7 +208,7 @@ export async function vmState(record: VmRecord): Promise<VmState> {
       await qmp.close();
     }
   } catch (e) {
-    return e instanceof QmpError && e.name === 'QmpBusyError' ? 'busy' : 'dead';
+    return e instanceof QmpBusyError ? 'busy' : 'dead';
   }
 }
 

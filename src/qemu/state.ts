@@ -51,14 +51,16 @@ export function ensurePrivateDir(dir: string): void {
   const st = fs.lstatSync(dir);
   if (!st.isDirectory())
     throw new StateError(`state directory ${dir} is not a directory (a symlink or file is refused)`);
-  const uid = process.getuid?.() ?? 0;
-  if (st.uid !== uid)
-    throw new StateError(`state directory ${dir} is owned by uid ${st.uid}, not by us (uid ${uid}); refusing it`);
-  if (st.mode & 0o022)
-    throw new StateError(
-      `state directory ${dir} is writable by others (mode ${(st.mode & 0o777).toString(8)}); refusing it`,
-    );
+  refuseIfNotOurs(st, `state directory ${dir}`);
   if (st.mode & 0o077) fs.chmodSync(dir, 0o700);
+}
+
+/** Refuses a file or directory that another uid owns or others can write: someone could have planted it. */
+export function refuseIfNotOurs(st: fs.Stats, what: string): void {
+  const uid = process.getuid?.() ?? 0;
+  if (st.uid !== uid) throw new StateError(`${what} is owned by uid ${st.uid}, not by us (uid ${uid}); refusing it`);
+  if (st.mode & 0o022)
+    throw new StateError(`${what} is writable by others (mode ${(st.mode & 0o777).toString(8)}); refusing it`);
 }
 
 export class StateStore {

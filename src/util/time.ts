@@ -1,7 +1,7 @@
 /** Waiting, without ever holding a process open: every timer made here is cleared. */
 
 /**
- * Milliseconds on a monotonic clock, for durations. Not `monotonicMs()`: in Node 20 the first
+ * Milliseconds on a monotonic clock, for durations. Not `performance.now()`: in Node 20 the first
  * touch of the `performance` global loads perf_hooks, about 2 ms of every CLI start.
  */
 export const monotonicMs = () => Number(process.hrtime.bigint()) / 1e6;

@@ -20,10 +20,6 @@ export function setTrace(on: boolean, write?: (line: string) => void): void {
   if (write) sink = write;
 }
 
-export function tracing(): boolean {
-  return enabled;
-}
-
 export function trace(channel: TraceChannel, direction: TraceDirection, text: string): void {
   if (!enabled) return;
   sink(`${new Date().toISOString()} ${channel.padEnd(3)} ${direction} ${text.trimEnd()}\n`);

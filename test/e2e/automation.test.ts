@@ -9,8 +9,12 @@ import { expect } from 'chai';
 import { execa } from 'execa';
 import { Controller } from '../../src/hotplug/controller.js';
 import { StateStore } from '../../src/qemu/state.js';
-import { type Running, cli, linkExists, makeBridge, spawnCli, tempDir, until } from '../helpers/env.js';
+import { type Running, cli, linkExists, makeBridge, spawnCli, tempDir, until, vmName } from '../helpers/env.js';
 import { Guest, guestImage } from '../helpers/guest.js';
+
+/** VM names of this run (their taps are host-wide): see vmName. */
+const GA = vmName('ga');
+const GW = vmName('gw');
 
 /** Starts `mq-hotplug ARGS` as a long-running process and waits until it says it is watching. */
 async function spawnWatcher(args: string[], env: Record<string, string>): Promise<Running> {
@@ -35,7 +39,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
   });
 
   it('watch --json sees DEVICE_ADDED from an add in another process and DEVICE_DELETED from a remove; hooks get the event; it exits when the VM stops', async () => {
-    guest = await Guest.boot({ name: 'gw', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
+    guest = await Guest.boot({ name: GW, stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
     const hookDir = tempDir('hook');
     const hook = path.join(hookDir, 'hook.sh');
     fs.writeFileSync(
@@ -46,7 +50,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     const watcher = await spawnWatcher(
       [
         'watch',
-        'gw',
+        GW,
         '--json',
         '--on',
         'DEVICE_ADDED',
@@ -61,7 +65,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     );
     const nic = await guest.add(['--queues', '4']);
     await guest.waitFor(() => guest!.nics.get(nic.mac), 'the NIC');
-    expect((await cli(['remove', 'gw', nic.id], guest.env)).exitCode).to.equal(0);
+    expect((await cli(['remove', GW, nic.id], guest.env)).exitCode).to.equal(0);
     const events = () =>
       watcher
         .out()
@@ -76,7 +80,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     expect(watcher.err()).to.match(/gw: the VM shut down\n/);
     const seen = events();
     const added = seen.find((e) => e.event === 'DEVICE_ADDED')!;
-    expect(added).to.deep.include({ source: 'controller', vm: 'gw' });
+    expect(added).to.deep.include({ source: 'controller', vm: GW });
     expect(added.data).to.deep.include({ device: nic.id, tap: nic.tap, mac: nic.mac, queues: 4, bridge });
     expect(seen.find((e) => e.event === 'NIC_BRIDGED')!.data).to.deep.include({ device: nic.id, bridge });
     const deleted = seen.filter((e) => e.event === 'DEVICE_DELETED');
@@ -88,7 +92,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
       event: string;
       data: { tap: string };
     };
-    expect(stdin).to.deep.include({ event: 'DEVICE_ADDED', vm: 'gw', source: 'controller' });
+    expect(stdin).to.deep.include({ event: 'DEVICE_ADDED', vm: GW, source: 'controller' });
     expect(stdin.data.tap).to.equal(nic.tap);
     const env = fs.readFileSync(path.join(hookDir, `DEVICE_ADDED.${nic.id}.env`), 'utf8');
     expect(env)
@@ -101,12 +105,12 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
   });
 
   it('agent: cleans up after a guest-side eject, finishes a pending unplug, re-attaches a tap that lost its bridge', async () => {
-    guest = await Guest.boot({ name: 'ga', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
+    guest = await Guest.boot({ name: GA, stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
     const store = new StateStore(guest.options.stateDir);
-    const agent = await spawnWatcher(['agent', 'ga', '--check-interval', '0.2'], guest.env);
+    const agent = await spawnWatcher(['agent', GA, '--check-interval', '0.2'], guest.env);
     const log = () =>
       fs
-        .readFileSync(store.eventLogPath('ga'), 'utf8')
+        .readFileSync(store.eventLogPath(GA), 'utf8')
         .trim()
         .split('\n')
         .map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown> });
@@ -124,7 +128,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     const ejected = await guest.add(['--queues', '2']);
     await guest.waitFor(() => guest!.nics.get(ejected.mac), 'NIC to eject');
     expect((await guest.run(`eject ${ejected.mac}`)).rc).to.equal(0);
-    await waitFor(() => !store.read('ga')!.nics.some((n) => n.id === ejected.id), 'ejected NIC forgotten');
+    await waitFor(() => !store.read(GA)!.nics.some((n) => n.id === ejected.id), 'ejected NIC forgotten');
     expect(linkExists(ejected.tap)).to.equal(false);
     expect(log().find((e) => e.event === 'NIC_REMOVED' && e.data.device === ejected.id)!.data).to.deep.include({
       reason: 'guest-initiated unplug',
@@ -134,15 +138,15 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     // 2. an unplug that could not finish (VM paused) completes when the guest gets to it
     const pending = await guest.add(['--queues', '2']);
     await guest.waitFor(() => guest!.nics.get(pending.mac), 'NIC to unplug');
-    const vm = await Controller.open({ name: 'ga', store, monitor: 'events' }).catch(() => undefined);
+    const vm = await Controller.open({ name: GA, store, monitor: 'events' }).catch(() => undefined);
     expect(vm, 'the events monitor is held by the agent').to.equal(undefined);
-    const pause = await cli(['qmp', 'ga', 'stop'], guest.env);
+    const pause = await cli(['qmp', GA, 'stop'], guest.env);
     expect(pause.exitCode, pause.stderr).to.equal(0);
-    const removal = await cli(['remove', 'ga', pending.id, '--timeout', '1'], guest.env);
+    const removal = await cli(['remove', GA, pending.id, '--timeout', '1'], guest.env);
     expect(removal.exitCode).to.equal(3);
-    expect(store.read('ga')!.nics.find((n) => n.id === pending.id)!.state).to.equal('unplug-pending');
-    expect((await cli(['qmp', 'ga', 'cont'], guest.env)).exitCode).to.equal(0);
-    await waitFor(() => !store.read('ga')!.nics.some((n) => n.id === pending.id), 'pending unplug finished');
+    expect(store.read(GA)!.nics.find((n) => n.id === pending.id)!.state).to.equal('unplug-pending');
+    expect((await cli(['qmp', GA, 'cont'], guest.env)).exitCode).to.equal(0);
+    await waitFor(() => !store.read(GA)!.nics.some((n) => n.id === pending.id), 'pending unplug finished');
     expect(linkExists(pending.tap)).to.equal(false);
     // ids are reused once a NIC is forgotten: the latest NIC_REMOVED is this one's
     const removedLast = log()
@@ -164,7 +168,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
       bridge,
       was: null,
     });
-    const [row] = JSON.parse((await cli(['nics', 'ga', '--json'], guest.env)).stdout) as {
+    const [row] = JSON.parse((await cli(['nics', GA, '--json'], guest.env)).stdout) as {
       drift: string[];
       linkUp: boolean;
     }[];

@@ -7,8 +7,14 @@ import { showLink } from '../../src/host/ip.js';
 import { Controller } from '../../src/hotplug/controller.js';
 import { HotplugError } from '../../src/hotplug/errors.js';
 import { StateStore } from '../../src/qemu/state.js';
-import { addOntoVanishingBridge, cli, linkExists, makeBridge, tempDir } from '../helpers/env.js';
+import { addOntoVanishingBridge, cli, linkExists, makeBridge, tempDir, vmName } from '../helpers/env.js';
 import { Guest, guestImage } from '../helpers/guest.js';
+
+/** VM names of this run (their taps are host-wide): see vmName. */
+const GMIX = vmName('gmix');
+const GRB = vmName('grb');
+const GRM = vmName('grm');
+const GSMALL = vmName('gsm');
 
 interface NicRow {
   id: string;
@@ -70,7 +76,7 @@ describe('proof in a real guest (TCG)', function () {
   }
 
   it('2 vCPUs, 8 queues: the guest starts with 2 pairs; after ethtool -L combined 8, nics shows 8 active', async () => {
-    guest = await Guest.boot({ name: 'gsmall', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
+    guest = await Guest.boot({ name: GSMALL, stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
     const nic = await guest.add(['--queues', '8', '--wait-guest']);
     const before = await guest.waitFor(() => guest!.nics.get(nic.mac), 'the NIC');
     expect(before).to.deep.include({ combinedMax: 8, combinedCur: 2, rxq: 2, txq: 2, irqIn: 8, irqOut: 8 });
@@ -86,10 +92,10 @@ describe('proof in a real guest (TCG)', function () {
   });
 
   it('remove: the guest loses the NIC, DEVICE_DELETED is matched, the tap goes, nics is empty', async () => {
-    guest = await Guest.boot({ name: 'grm', stateDir: tempDir(), cpus: 2, machine: 'q35', bridge });
+    guest = await Guest.boot({ name: GRM, stateDir: tempDir(), cpus: 2, machine: 'q35', bridge });
     const nic = await guest.add(['--queues', '4', '--wait-guest']);
     await guest.waitFor(() => guest!.nics.get(nic.mac), 'the NIC');
-    const r = await cli(['remove', 'grm', nic.id, '--json'], guest.env);
+    const r = await cli(['remove', GRM, nic.id, '--json'], guest.env);
     expect(r.exitCode, r.stderr).to.equal(0);
     expect(JSON.parse(r.stdout)).to.deep.include({ id: nic.id, netdev: nic.netdev, tap: nic.tap, mac: nic.mac });
     await guest.waitFor(() => guest!.gone.includes(nic.mac), 'the NIC gone');
@@ -98,19 +104,19 @@ describe('proof in a real guest (TCG)', function () {
   });
 
   it('several NICs in one VM, added and removed in mixed order', async () => {
-    guest = await Guest.boot({ name: 'gmix', stateDir: tempDir(), cpus: 4, machine: 'pc', bridge });
+    guest = await Guest.boot({ name: GMIX, stateDir: tempDir(), cpus: 4, machine: 'pc', bridge });
     const a = await guest.add(['--queues', '2']);
     const b = await guest.add(['--queues', '4', '--no-bridge']);
     await guest.waitFor(() => guest!.nics.has(a.mac) && guest!.nics.has(b.mac), 'NICs a and b');
-    expect((await cli(['remove', 'gmix', a.tap], guest.env)).exitCode).to.equal(0);
+    expect((await cli(['remove', GMIX, a.tap], guest.env)).exitCode).to.equal(0);
     const c = await guest.add(['--queues', '8']);
     await guest.waitFor(() => guest!.nics.get(c.mac)?.combinedMax === 8 && !guest!.nics.has(a.mac), 'c in, a out');
     expect((await nics()).map((n) => [n.id, n.queues, n.bridge])).to.deep.equal([
       [b.id, 4, null],
       [c.id, 8, bridge],
     ]);
-    expect((await cli(['remove', 'gmix', b.mac], guest.env)).exitCode).to.equal(0);
-    expect((await cli(['remove', 'gmix', c.id], guest.env)).exitCode).to.equal(0);
+    expect((await cli(['remove', GMIX, b.mac], guest.env)).exitCode).to.equal(0);
+    expect((await cli(['remove', GMIX, c.id], guest.env)).exitCode).to.equal(0);
     await guest.waitFor(() => guest!.nics.size === 0, 'no NICs');
     expect(await nics()).to.deep.equal([]);
     for (const n of [a, b, c]) expect(linkExists(n.tap), n.tap).to.equal(false);
@@ -118,9 +124,9 @@ describe('proof in a real guest (TCG)', function () {
   });
 
   it('rollback of a failed bridging with a guest leaves nothing: no device, no netdev, no tap', async () => {
-    guest = await Guest.boot({ name: 'grb', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
+    guest = await Guest.boot({ name: GRB, stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
     const store = new StateStore(guest.options.stateDir);
-    const vm = await Controller.open({ name: 'grb', store });
+    const vm = await Controller.open({ name: GRB, store });
     try {
       const { plan, error: err } = await addOntoVanishingBridge(vm, bridge);
       expect(err).to.be.instanceOf(HotplugError);
@@ -130,7 +136,7 @@ describe('proof in a real guest (TCG)', function () {
       const network = await vm.qmp.execute<string>('human-monitor-command', { 'command-line': 'info network' });
       expect(network).not.to.include('nd-nic0');
       expect(linkExists(plan.tap)).to.equal(false);
-      expect(store.read('grb')!.nics).to.deep.equal([]);
+      expect(store.read(GRB)!.nics).to.deep.equal([]);
     } finally {
       await vm.close();
     }

@@ -9,8 +9,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ApplyResult } from '../../src/hotplug/apply.js';
 import { pollUntil } from '../../src/util/time.js';
-import { CLI, cli, makeBridge, tempDir, trackLink, trackPid } from '../helpers/env.js';
+import { CLI, cli, makeBridge, tempDir, trackLink, trackPid, vmName } from '../helpers/env.js';
 import { Guest, guestImage } from '../helpers/guest.js';
+
+/** VM names of this run (their taps are host-wide): see vmName. */
+const LA = vmName('la');
+const LK = vmName('lk');
 
 describe('lasting NICs seen from a real guest (TCG)', function () {
   this.timeout(300_000);
@@ -79,7 +83,7 @@ describe('lasting NICs seen from a real guest (TCG)', function () {
   }
 
   it('apply: adds, replaces and removes NICs, confirmed by the guest; a second apply changes nothing', async () => {
-    guest = await Guest.boot({ name: 'la', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
+    guest = await Guest.boot({ name: LA, stateDir: tempDir(), cpus: 2, machine: 'pc', bridge });
     const g = guest;
     const first = specFile([
       { id: 'net0', queues: 2, mac: '52:54:00:aa:00:00' },
@@ -125,21 +129,25 @@ describe('lasting NICs seen from a real guest (TCG)', function () {
   });
 
   it('QEMU killed in the middle of an apply: start and the next apply converge; the guest has every NIC', async () => {
-    guest = await Guest.boot({ name: 'lk', stateDir: tempDir(), cpus: 2, machine: 'q35', bridge, hotplugSlots: 6 });
+    guest = await Guest.boot({ name: LK, stateDir: tempDir(), cpus: 2, machine: 'q35', bridge, hotplugSlots: 6 });
     const g = guest;
     const wanted = Array.from({ length: 6 }, (_, i) => ({ id: `k${i}`, queues: 2, mac: `52:54:00:bb:00:0${i}` }));
     const file = specFile(wanted);
     const applying = execa(process.execPath, [CLI, 'apply', g.options.name, '-f', file], { env: g.env, reject: false });
     trackPid(applying.pid!);
     // the host sees each tap at once (the guest a little later): kill QEMU when two are in
-    await pollUntil(() => fs.readdirSync('/sys/class/net').filter((n) => /^lk-k\d$/.test(n)).length >= 2, 30_000, 2);
+    await pollUntil(
+      () => fs.readdirSync('/sys/class/net').filter((n) => new RegExp(`^${LK}-k\\d$`).test(n)).length >= 2,
+      30_000,
+      2,
+    );
     const record = JSON.parse(fs.readFileSync(path.join(g.options.stateDir, g.options.name, 'vm.json'), 'utf8')) as {
       pid: number;
     };
     process.kill(record.pid, 'SIGKILL');
     const failed = await applying;
     expect(failed.exitCode).to.not.equal(0);
-    wanted.forEach((w) => trackLink(`lk-${w.id}`));
+    wanted.forEach((w) => trackLink(`${LK}-${w.id}`));
 
     g.restarted();
     const started = await cli(['start', g.options.name], g.env);

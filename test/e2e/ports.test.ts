@@ -6,8 +6,12 @@
 import { expect } from 'chai';
 import { execa } from 'execa';
 import path from 'node:path';
-import { ROOT, linkLocal, linkState, makeLan, tempDir, type Lan } from '../helpers/env.js';
+import { ROOT, linkLocal, linkState, makeLan, tempDir, type Lan, vmName } from '../helpers/env.js';
 import { Guest, type GuestNic, guestImage } from '../helpers/guest.js';
+
+/** VM names of this run (their taps are host-wide): see vmName. */
+const GJ = vmName('gj');
+const GR = vmName('gr');
 
 /** Runs one bounded transfer between the LAN host and the guest; Mbit/s as the LAN host measured it. */
 async function transfer(lan: Lan, guest: Guest, ifname: string, direction: 'from-guest' | 'to-guest', bytes: number) {
@@ -57,7 +61,7 @@ describe('ports seen from a real guest (TCG): jumbo frames, rate limits', functi
 
   it('--mtu 9000: the guest comes up at 9000 and exchanges 8000-byte pings with the LAN; a 1500 tap breaks that', async () => {
     const lan = await makeLan({ mac: '02:00:00:00:01:01', mtu: 9000 });
-    guest = await Guest.boot({ name: 'gj', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge: lan.bridge });
+    guest = await Guest.boot({ name: GJ, stateDir: tempDir(), cpus: 2, machine: 'pc', bridge: lan.bridge });
     const nic = await guest.add(['--queues', '2', '--mtu', '9000']);
     const { ifname } = await nicIn(guest, nic.mac);
     await guest.waitLinkLocal(ifname);
@@ -79,7 +83,7 @@ describe('ports seen from a real guest (TCG): jumbo frames, rate limits', functi
   // so "without --rate, well above it" is about the limit and not about this machine's speed.
   it('--rate 4: throughput both ways within 20% of 4 Mbit/s; without --rate, at least 2.5 times that', async () => {
     const lan = await makeLan({ mac: '02:00:00:00:01:02' });
-    guest = await Guest.boot({ name: 'gr', stateDir: tempDir(), cpus: 2, machine: 'pc', bridge: lan.bridge });
+    guest = await Guest.boot({ name: GR, stateDir: tempDir(), cpus: 2, machine: 'pc', bridge: lan.bridge });
     const limited = await guest.add(['--queues', '2', '--rate', '4']);
     const free = await guest.add(['--queues', '2']);
     const [a, b] = [await nicIn(guest, limited.mac), await nicIn(guest, free.mac)];

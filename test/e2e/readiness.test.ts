@@ -7,8 +7,12 @@
  *    QEMU refuses the device_del sent again while the first is in progress.
  */
 import { expect } from 'chai';
-import { QEMU, cli, makeBridge, tempDir, trackLink } from '../helpers/env.js';
+import { QEMU, cli, makeBridge, tempDir, trackLink, vmName } from '../helpers/env.js';
 import { Guest, guestImage } from '../helpers/guest.js';
+
+/** VM names of this run (their taps are host-wide): see vmName. */
+const NAT = vmName('nat');
+const NOG = vmName('nog');
 
 interface Added {
   id: string;
@@ -72,26 +76,26 @@ describe('guest readiness and native PCIe unplug (real guest, TCG)', function ()
   it('no guest OS: --wait-guest says no, exit 1 in text and JSON mode alike', async () => {
     const state = tempDir();
     const env = { MQ_HOTPLUG_STATE_DIR: state };
-    const started = await cli(['start', 'nog', '--memory', '128M', '--accel', 'tcg', '--qemu', QEMU], env);
+    const started = await cli(['start', NOG, '--memory', '128M', '--accel', 'tcg', '--qemu', QEMU], env);
     expect(started.exitCode, started.stderr).to.equal(0);
     try {
-      const json = await cli(['add', 'nog', '--queues', '2', '--no-bridge', '--wait-guest', '1', '--json'], env);
+      const json = await cli(['add', NOG, '--queues', '2', '--no-bridge', '--wait-guest', '1', '--json'], env);
       expect(json.exitCode).to.equal(1);
       const nic = JSON.parse(json.stdout) as Added;
       trackLink(nic.tap);
       expect(nic).to.deep.include({ guestReady: false, guestLinkUp: false });
-      const text = await cli(['add', 'nog', '--queues', '2', '--no-bridge', '--wait-guest', '1'], env);
+      const text = await cli(['add', NOG, '--queues', '2', '--no-bridge', '--wait-guest', '1'], env);
       expect(text.exitCode).to.equal(1);
       expect(text.stdout).to.match(/^guest driver did not take nic1 within the wait/m);
-      trackLink('nog-nic1');
+      trackLink(`${NOG}-nic1`);
     } finally {
-      await cli(['stop', 'nog'], env);
+      await cli(['stop', NOG], env);
     }
   });
 
   it('q35 with native PCIe hot-plug: remove waits through the refused re-sends and completes', async () => {
     guest = await Guest.boot({
-      name: 'nat',
+      name: NAT,
       stateDir: tempDir(),
       cpus: 2,
       machine: 'q35',

@@ -25,6 +25,18 @@ const dirs = new Set<string>();
 const pids = new Set<number>();
 let counter = 0;
 
+/** This run's tag for VM names: the pid in base 36 (at most 5 characters), unique among runs on the host. */
+export const RUN = process.pid.toString(36);
+
+/**
+ * A VM name that is this run's own: its taps (`<vm>-<id>`, host-wide) then never clash with another
+ * run's on the same host. `base` is at most 5 characters, so that "<base><run>-nic9" fits in 15.
+ */
+export function vmName(base: string): string {
+  if (base.length > 5) throw new Error(`test VM base name '${base}' is longer than 5 characters`);
+  return `${base}${RUN}`;
+}
+
 /** A fresh link name like mqt12345b3 (kind: b bridge, t tap...). */
 export function uniqueName(kind: string): string {
   const name = `${PREFIX}${kind}${counter++}`;

@@ -113,7 +113,7 @@ export async function soak(
             `step ${step} (${what}): tap ${nic.tap} has ${total} queues (multi_queue ${link.multiQueue}), record ${nic.queues}`,
           );
         }
-        if ((link.master ?? undefined) !== nic.bridge || !link.up)
+        if ((link.master ?? null) !== nic.bridge || !link.up)
           throw new Error(
             `step ${step} (${what}): tap ${nic.tap} master ${link.master} up ${link.up}, record bridge ${nic.bridge}`,
           );

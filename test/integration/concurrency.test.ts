@@ -9,7 +9,10 @@ import path from 'node:path';
 import { Controller } from '../../src/hotplug/controller.js';
 import { stopVm } from '../../src/qemu/launcher.js';
 import { StateStore } from '../../src/qemu/state.js';
-import { ROOT, makeBridge, smallVm, tempDir, trackLink, trackPid } from '../helpers/env.js';
+import { ROOT, makeBridge, smallVm, tempDir, trackLink, trackPid, vmName } from '../helpers/env.js';
+
+/** VM names of this run (their taps are host-wide): see vmName. */
+const CC = vmName('cc');
 
 describe('concurrent library calls on one VM (real QEMU)', function () {
   this.timeout(120_000);
@@ -17,7 +20,7 @@ describe('concurrent library calls on one VM (real QEMU)', function () {
   it('3 processes x 3 concurrent addNic, and concurrent calls in this process: all distinct, record = QEMU', async () => {
     const store = new StateStore(tempDir());
     const bridge = await makeBridge();
-    await smallVm(store, 'cc', bridge);
+    await smallVm(store, CC, bridge);
     try {
       const controller = path.join(ROOT, 'build/src/hotplug/controller.js');
       const state = path.join(ROOT, 'build/src/qemu/state.js');
@@ -25,7 +28,7 @@ describe('concurrent library calls on one VM (real QEMU)', function () {
       const script = `
         import { Controller } from ${JSON.stringify(controller)};
         import { StateStore } from ${JSON.stringify(state)};
-        const vm = await Controller.open({ name: 'cc', store: new StateStore(process.argv[1]) });
+        const vm = await Controller.open({ name: CC, store: new StateStore(process.argv[1]) });
         const results = await Promise.allSettled([0, 1, 2].map(() => vm.addNic({ queues: 2 })));
         await vm.close();
         console.log(JSON.stringify(results.map((r) => (r.status === 'fulfilled' ? r.value : { error: r.reason.message }))));`;
@@ -47,7 +50,7 @@ describe('concurrent library calls on one VM (real QEMU)', function () {
       expect(new Set(added.map((n) => n.addr)).size).to.equal(9);
 
       // in this process too: concurrent adds and a listing on one Controller
-      const vm = await Controller.open({ name: 'cc', store });
+      const vm = await Controller.open({ name: CC, store });
       const [x, y, list] = await Promise.all([vm.addNic({ queues: 1 }), vm.addNic({ queues: 1 }), vm.listNics()]);
       [x, y].forEach((n) => trackLink(n.tap));
       expect(x.id).to.not.equal(y.id);
@@ -55,7 +58,7 @@ describe('concurrent library calls on one VM (real QEMU)', function () {
       const live = (await vm.listNics()).map((n) => n.id).sort();
       expect(live).to.deep.equal(
         store
-          .read('cc')!
+          .read(CC)!
           .nics.map((n) => n.id)
           .sort(),
       );
@@ -63,7 +66,7 @@ describe('concurrent library calls on one VM (real QEMU)', function () {
       expect((await vm.listNics()).every((n) => n.drift.length === 0)).to.equal(true);
       await vm.close();
     } finally {
-      await stopVm(store, 'cc');
+      await stopVm(store, CC);
     }
   });
 });

@@ -15,8 +15,11 @@ import { QmpClient } from '../../src/qmp/client.js';
 import { QmpTimeoutError } from '../../src/qmp/errors.js';
 import { ofEvent } from '../../src/qmp/events.js';
 import { holdLock } from '../helpers/lock.js';
-import { cli, linkExists, makeBridge, ourLinks, smallVm, tempDir, trackLink, until } from '../helpers/env.js';
+import { cli, linkExists, makeBridge, ourLinks, smallVm, tempDir, trackLink, until, vmName } from '../helpers/env.js';
 import { FakeQmpServer } from '../helpers/fake-qmp.js';
+
+/** VM names of this run (their taps are host-wide): see vmName. */
+const VM1 = vmName('vm1');
 
 describe('faults, bad input and security', function () {
   let store: StateStore;
@@ -29,12 +32,12 @@ describe('faults, bad input and security', function () {
     sinon.restore();
     for (const name of store.list()) await stopVm(store, name).catch(() => {});
   });
-  const boot = (name = 'vm1') => smallVm(store, name, bridge);
+  const boot = (name = VM1) => smallVm(store, name, bridge);
   const env = () => ({ MQ_HOTPLUG_STATE_DIR: store.root });
 
   it('QEMU killed between netdev_add and device_add: a clear error, nothing recorded, no tap left', async () => {
     const record = await boot();
-    const vm = await Controller.open({ name: 'vm1', store });
+    const vm = await Controller.open({ name: VM1, store });
     const execute = vm.qmp.execute.bind(vm.qmp);
     let netdevAdded: Promise<unknown> | undefined;
     sinon.stub(vm.qmp, 'execute').callsFake(async (command: string, args?: object, options?: object) => {
@@ -49,33 +52,37 @@ describe('faults, bad input and security', function () {
     const err = await vm.addNic({ queues: 4 }).catch((e: unknown) => e);
     expect(err).to.be.instanceOf(HotplugError);
     expect((err as Error).message).to.match(
-      /^device_add failed: QEMU of VM 'vm1' exited during the hot-plug \(QMP connection to .* closed.*\); its tap, netdev and device went with it$/,
+      new RegExp(
+        `^device_add failed: QEMU of VM '${VM1}' exited during the hot-plug \\(QMP connection to .* closed.*\\); its tap, netdev and device went with it$`,
+      ),
     );
-    expect(linkExists('vm1-nic0')).to.equal(false); // QEMU's taps die with it
-    expect(store.read('vm1')!.nics).to.deep.equal([]);
+    expect(linkExists(`${VM1}-nic0`)).to.equal(false); // QEMU's taps die with it
+    expect(store.read(VM1)!.nics).to.deep.equal([]);
     expect(qemuAlive(record)).to.equal(false);
     await vm.close();
-    expect((await cli(['vms'], env())).stdout).to.match(/^vm1\s+\d+\s+dead/m);
+    expect((await cli(['vms'], env())).stdout).to.match(new RegExp(`^${VM1}\\s+\\d+\\s+dead`, 'm'));
   });
 
   it('QEMU killed between device_add and bridging: a clear error, nothing recorded, no tap left', async () => {
     const record = await boot();
-    const vm = await Controller.open({ name: 'vm1', store });
+    const vm = await Controller.open({ name: VM1, store });
     vm.events$.pipe(ofEvent('DEVICE_ADDED')).subscribe(() => process.kill(record.pid, 'SIGKILL'));
     const err = await vm.addNic({ queues: 4 }).catch((e: unknown) => e);
     expect(err).to.be.instanceOf(HotplugError);
     // depending on how far QEMU's teardown got, bridging or the final confirmation is what fails
     expect((err as Error).message).to.match(
-      /^(attaching vm1-nic0 to \S+|confirming nic0) failed: .*QEMU of VM 'vm1' exited during the hot-plug/,
+      new RegExp(
+        `^(attaching ${VM1}-nic0 to \\S+|confirming nic0) failed: .*QEMU of VM '${VM1}' exited during the hot-plug`,
+      ),
     );
-    expect(store.read('vm1')!.nics).to.deep.equal([]);
-    await until(() => !linkExists('vm1-nic0'), 'the tap gone with its QEMU', 5000);
+    expect(store.read(VM1)!.nics).to.deep.equal([]);
+    await until(() => !linkExists(`${VM1}-nic0`), 'the tap gone with its QEMU', 5000);
     await vm.close();
   });
 
   it('QEMU answering nothing (SIGSTOP): preflight times out, nothing changes, the VM runs on after SIGCONT', async () => {
     const record = await boot();
-    const vm = await Controller.open({ name: 'vm1', store, commandTimeoutMs: 500 });
+    const vm = await Controller.open({ name: VM1, store, commandTimeoutMs: 500 });
     process.kill(record.pid, 'SIGSTOP');
     try {
       const err = await vm.addNic({ queues: 4 }).catch((e: unknown) => e);
@@ -87,7 +94,7 @@ describe('faults, bad input and security', function () {
     expect(await vm.qmp.execute('query-status')).to.deep.include({ running: true });
     const peripherals = await vm.qmp.execute<{ type: string }[]>('qom-list', { path: '/machine/peripheral' });
     expect(peripherals.filter((p) => p.type.includes('virtio-net'))).to.deep.equal([]);
-    expect(linkExists('vm1-nic0')).to.equal(false);
+    expect(linkExists(`${VM1}-nic0`)).to.equal(false);
     await vm.close();
   });
 
@@ -129,7 +136,7 @@ describe('faults, bad input and security', function () {
 
   it('ip missing from PATH: refused in preflight, nothing changed', async () => {
     await boot();
-    const r = await cli(['add', 'vm1', '--queues', '2'], { ...env(), MQ_HOTPLUG_IP: '/nonexistent/ip' });
+    const r = await cli(['add', VM1, '--queues', '2'], { ...env(), MQ_HOTPLUG_IP: '/nonexistent/ip' });
     expect(r.exitCode).to.equal(2);
     expect(r.stderr).to.match(
       /'\/nonexistent\/ip' not found in PATH: the tap could not be bridged \(install iproute2\)/,
@@ -140,36 +147,36 @@ describe('faults, bad input and security', function () {
   it('the control socket held by another client: a bounded wait, then a clear "busy" error', async () => {
     const record = await boot();
     const holder = await QmpClient.connect(record.qmp);
-    const r = await cli(['add', 'vm1', '--queues', '2'], env());
+    const r = await cli(['add', VM1, '--queues', '2'], env());
     expect(r.exitCode).to.equal(1);
     expect(r.stderr).to.equal(
       `mq-hotplug: QMP monitor ${record.qmp} is busy: connected but no greeting within 3000 ms (QEMU serves one client per monitor: another client holds it, or QEMU is not responding)\n`,
     );
     await holder.close();
-    const ok = await cli(['add', 'vm1', '--queues', '2', '--json'], env());
+    const ok = await cli(['add', VM1, '--queues', '2', '--json'], env());
     expect(ok.exitCode, ok.stderr).to.equal(0);
     trackLink((JSON.parse(ok.stdout) as { tap: string }).tap);
   });
 
   it('stale state: a lock holder killed with SIGKILL leaves no lock behind; a record from another version is refused clearly', async () => {
     await boot();
-    const holder = holdLock(store.root, 'vm1');
+    const holder = holdLock(store.root, VM1);
     await holder.holding;
-    const blocked = await cli(['add', 'vm1', '--queues', '2'], { ...env(), MQ_HOTPLUG_LOCK_TIMEOUT_MS: '300' });
+    const blocked = await cli(['add', VM1, '--queues', '2'], { ...env(), MQ_HOTPLUG_LOCK_TIMEOUT_MS: '300' });
     expect(blocked.exitCode).to.equal(2);
     expect(blocked.stderr).to.equal(
-      `mq-hotplug: VM 'vm1' is locked by pid ${holder.pid} (still held after the wait)\n`,
+      `mq-hotplug: VM '${VM1}' is locked by pid ${holder.pid} (still held after the wait)\n`,
     );
     holder.kill('SIGKILL');
     await holder.exited;
-    const r = await cli(['add', 'vm1', '--queues', '2', '--json'], env());
+    const r = await cli(['add', VM1, '--queues', '2', '--json'], env());
     expect(r.exitCode, r.stderr).to.equal(0);
     trackLink((JSON.parse(r.stdout) as { tap: string }).tap);
 
-    const file = path.join(store.vmDir('vm1'), 'vm.json');
+    const file = path.join(store.vmDir(VM1), 'vm.json');
     const record = JSON.parse(fs.readFileSync(file, 'utf8')) as { version: number; pid: number };
     fs.writeFileSync(file, JSON.stringify({ ...record, version: 0 }));
-    const old = await cli(['nics', 'vm1'], env());
+    const old = await cli(['nics', VM1], env());
     expect(old.exitCode).to.equal(2);
     expect(old.stderr).to.match(/vm\.json has state version 0, this mq-hotplug reads version 1/);
     const vms = await cli(['vms'], env());
@@ -194,7 +201,7 @@ describe('faults, bad input and security', function () {
       [loose, /is writable by others \(mode 777\); refusing it/],
       [foreign, /is owned by uid 65534, not by us \(uid 0\); refusing it/],
     ] as const) {
-      const r = await cli(['start', 'vm1', '--memory', '128M'], { MQ_HOTPLUG_STATE_DIR: dir });
+      const r = await cli(['start', VM1, '--memory', '128M'], { MQ_HOTPLUG_STATE_DIR: dir });
       expect(r.exitCode, dir).to.equal(2);
       expect(r.stderr, dir).to.match(message);
     }
@@ -211,13 +218,13 @@ describe('faults, bad input and security', function () {
       ['--bridge', 'br0 up'],
       ['--mac', '52:54:00:00:00:01,vectors=0'],
     ]) {
-      const r = await cli(['add', 'vm1', '--queues', '2', ...args], env());
+      const r = await cli(['add', VM1, '--queues', '2', ...args], env());
       expect(r.exitCode, args.join(' ')).to.equal(2);
       expect(r.stderr, args.join(' ')).to.match(/^mq-hotplug: invalid (tap name|NIC id|bridge name|MAC) /);
     }
     const evil = path.join(tempDir('disk'), 'a,file=b,format=qcow2');
     fs.writeFileSync(evil, '');
-    const r = await cli(['start', 'vm2', '--memory', '128M', '--disk', evil, '--json'], env());
+    const r = await cli(['start', vmName('vm2'), '--memory', '128M', '--disk', evil, '--json'], env());
     expect(r.exitCode, r.stderr).to.equal(0);
     const record = JSON.parse(r.stdout) as { argv: string[] };
     expect(record.argv).to.include(`file=${evil.replaceAll(',', ',,')},if=virtio,format=raw,index=0`);

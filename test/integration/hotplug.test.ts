@@ -18,7 +18,12 @@ import {
   tempDir,
   trackLink,
   uniqueName,
+  vmName,
 } from '../helpers/env.js';
+
+/** VM names of this run (their taps are host-wide): see vmName. */
+const VM1 = vmName('vm1');
+const VM2 = vmName('vm2');
 
 interface QomNic {
   name: string;
@@ -50,7 +55,7 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
     for (const name of store.list()) await stopVm(store, name).catch(() => {});
   });
 
-  const boot = (machine: 'pc' | 'q35', slots = 6, name = 'vm1') =>
+  const boot = (machine: 'pc' | 'q35', slots = 6, name = VM1) =>
     startVm(store, {
       name,
       cpus: 2,
@@ -67,7 +72,7 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
   for (const machine of ['pc', 'q35'] as const) {
     it(`${machine}: adds NICs with 1, 2, 8, 16 and 256 queues; taps multiqueue, bridged, up; QOM mq and 2N+2 vectors`, async () => {
       await boot(machine);
-      const vm = await Controller.open({ name: 'vm1', store });
+      const vm = await Controller.open({ name: VM1, store });
       try {
         for (const queues of [1, 2, 8, 16, 256]) {
           const r = (await vm.addNic({ queues })) as AddResult;
@@ -87,7 +92,7 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
           expect(await get('mac')).to.equal(r.mac);
           expect(await get('netdev')).to.equal(r.netdev);
         }
-        const record = store.read('vm1')!;
+        const record = store.read(VM1)!;
         expect(record.nics.map((n) => n.queues)).to.deep.equal([1, 2, 8, 16, 256]);
         const views = await vm.listNics();
         expect(views.map((v) => [v.queues, v.bridge, v.linkUp, v.state, v.drift])).to.deep.equal(
@@ -102,12 +107,12 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
   it('refuses --vhost on without /dev/vhost-net before touching QEMU; the VM lives on', async function () {
     if (vhostNetUsable()) this.skip(); // the device file, opened as QEMU would (not a network link)
     await boot('pc');
-    const r = await cli(['add', 'vm1', '--queues', '4', '--vhost', 'on'], { MQ_HOTPLUG_STATE_DIR: store.root });
+    const r = await cli(['add', VM1, '--queues', '4', '--vhost', 'on'], { MQ_HOTPLUG_STATE_DIR: store.root });
     expect(r.exitCode).to.equal(2);
     expect(r.stderr).to.equal(
       "mq-hotplug: vhost 'on' needs /dev/vhost-net, which is missing or not accessible here; use --vhost auto or off\n",
     );
-    const vm = await Controller.open({ name: 'vm1', store });
+    const vm = await Controller.open({ name: VM1, store });
     expect(await vm.qmp.execute('query-status')).to.deep.include({ running: true });
     expect(await netdevIds(vm)).to.deep.equal([]);
     await vm.close();
@@ -116,45 +121,42 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
   it('refuses every bad input in preflight, one line each, changing nothing', async () => {
     await boot('q35', 1);
     const env = { MQ_HOTPLUG_STATE_DIR: store.root };
-    const first = await cli(
-      ['add', 'vm1', '--queues', '2', '--id', 'keep', '--mac', '52:54:00:aa:bb:cc', '--json'],
-      env,
-    );
+    const first = await cli(['add', VM1, '--queues', '2', '--id', 'keep', '--mac', '52:54:00:aa:bb:cc', '--json'], env);
     expect(first.exitCode, first.stderr).to.equal(0);
     const kept = JSON.parse(first.stdout) as AddResult;
     trackLink(kept.tap);
-    await cli(['start', 'vm2', '--memory', '128M'], env);
+    await cli(['start', VM2, '--memory', '128M'], env);
     const notBridge = uniqueName('d');
     trackLink(notBridge);
     await execa('ip', ['tuntap', 'add', 'dev', notBridge, 'mode', 'tap']);
     try {
       const before = ourLinks().sort();
       const cases: [string, string[], RegExp][] = [
-        ['vm1', ['--queues', '0'], /invalid queue count '0': use an integer from 1 to 256/],
-        ['vm1', ['--queues', '257'], /invalid queue count '257': use an integer from 1 to 256/],
-        ['vm1', ['--queues', '8x'], /invalid queue count '8x'/],
-        ['vm1', ['--queues', '2', '--mac', 'zz:54:00:00:00:01'], /invalid MAC 'zz:54:00:00:00:01'/],
-        ['vm1', ['--queues', '2', '--mac', '03:00:00:00:00:01'], /it is multicast/],
-        ['vm1', ['--queues', '2', '--mac', '52:54:00:AA:BB:CC'], /MAC '52:54:00:aa:bb:cc' is already used in VM 'vm1'/],
-        ['vm1', ['--queues', '2', '--id', 'keep'], /NIC id 'keep' is already used/],
-        ['vm1', ['--queues', '2', '--id', '1bad'], /invalid NIC id '1bad'/],
-        ['vm1', ['--queues', '2', '--id', 'a,b=c'], /invalid NIC id 'a,b=c'/],
+        [VM1, ['--queues', '0'], /invalid queue count '0': use an integer from 1 to 256/],
+        [VM1, ['--queues', '257'], /invalid queue count '257': use an integer from 1 to 256/],
+        [VM1, ['--queues', '8x'], /invalid queue count '8x'/],
+        [VM1, ['--queues', '2', '--mac', 'zz:54:00:00:00:01'], /invalid MAC 'zz:54:00:00:00:01'/],
+        [VM1, ['--queues', '2', '--mac', '03:00:00:00:00:01'], /it is multicast/],
         [
-          'vm1',
+          VM1,
+          ['--queues', '2', '--mac', '52:54:00:AA:BB:CC'],
+          new RegExp(`MAC '52:54:00:aa:bb:cc' is already used in VM '${VM1}'`),
+        ],
+        [VM1, ['--queues', '2', '--id', 'keep'], /NIC id 'keep' is already used/],
+        [VM1, ['--queues', '2', '--id', '1bad'], /invalid NIC id '1bad'/],
+        [VM1, ['--queues', '2', '--id', 'a,b=c'], /invalid NIC id 'a,b=c'/],
+        [
+          VM1,
           ['--queues', '2', '--ifname', 'sixteen-chars-xx'],
           /invalid tap name 'sixteen-chars-xx': use 1-15 characters/,
         ],
-        ['vm1', ['--queues', '2', '--ifname', 'a b'], /invalid tap name 'a b'/],
-        ['vm1', ['--queues', '2', '--ifname', bridge], new RegExp(`tap name '${bridge}' is already taken`)],
-        ['vm1', ['--queues', '2', '--bridge', 'nosuchbr0'], /bridge 'nosuchbr0' does not exist/],
-        ['vm1', ['--queues', '2', '--bridge', notBridge], new RegExp(`'${notBridge}' is not a bridge`)],
+        [VM1, ['--queues', '2', '--ifname', 'a b'], /invalid tap name 'a b'/],
+        [VM1, ['--queues', '2', '--ifname', bridge], new RegExp(`tap name '${bridge}' is already taken`)],
+        [VM1, ['--queues', '2', '--bridge', 'nosuchbr0'], /bridge 'nosuchbr0' does not exist/],
+        [VM1, ['--queues', '2', '--bridge', notBridge], new RegExp(`'${notBridge}' is not a bridge`)],
+        [VM1, ['--queues', '2', '--vhost', 'maybe'], /argument 'maybe' is invalid. Allowed choices are auto, on, off/],
         [
-          'vm1',
-          ['--queues', '2', '--vhost', 'maybe'],
-          /argument 'maybe' is invalid. Allowed choices are auto, on, off/,
-        ],
-        [
-          'vm1',
+          VM1,
           ['--queues', '2'],
           /no free hot-plug slot: every pcie-root-port is taken \(start it with more --hotplug-slots\)/,
         ],
@@ -171,17 +173,17 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
         expect(lines[0], args.join(' ')).to.match(message);
       }
       // a paused VM is refused too
-      const vm2 = await Controller.open({ name: 'vm2', store });
+      const vm2 = await Controller.open({ name: VM2, store });
       await vm2.qmp.execute('stop');
       await vm2.close();
-      const paused = await cli(['add', 'vm2', '--queues', '2'], env);
-      expect(paused.stderr).to.match(/VM 'vm2' is paused, not running/);
-      const vm = await Controller.open({ name: 'vm1', store });
+      const paused = await cli(['add', VM2, '--queues', '2'], env);
+      expect(paused.stderr).to.match(new RegExp(`VM '${VM2}' is paused, not running`));
+      const vm = await Controller.open({ name: VM1, store });
       expect(await peripheralNics(vm)).to.deep.equal(['keep']);
       expect(await netdevIds(vm)).to.deep.equal(['nd-keep']);
       await vm.close();
       expect(ourLinks().sort()).to.deep.equal(before);
-      expect(store.read('vm1')!.nics.map((n) => n.id)).to.deep.equal(['keep']);
+      expect(store.read(VM1)!.nics.map((n) => n.id)).to.deep.equal(['keep']);
     } finally {
       await execa('ip', ['link', 'del', 'dev', notBridge]);
     }
@@ -189,7 +191,7 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
 
   it('rolls back netdev_add when device_add fails (the slot was taken after preflight): no netdev, no tap', async () => {
     await boot('q35', 1);
-    const vm = await Controller.open({ name: 'vm1', store });
+    const vm = await Controller.open({ name: VM1, store });
     try {
       const plan = await vm.planNic({ queues: 4 });
       trackLink(plan.tap);
@@ -201,7 +203,7 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
       expect(linkExists(plan.tap)).to.equal(false);
       expect(await netdevIds(vm)).to.deep.equal([]);
       expect(await peripheralNics(vm)).to.deep.equal([]);
-      expect(store.read('vm1')!.nics).to.deep.equal([]);
+      expect(store.read(VM1)!.nics).to.deep.equal([]);
       // the ids are free again
       await vm.qmp.execute('device_del', { id: 'squatter' });
       await vm.qmp.execute('netdev_add', {
@@ -220,7 +222,7 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
 
   it('rolls back when bridging fails (bridge gone after preflight); without a guest the device is reported pending', async () => {
     await boot('pc');
-    const vm = await Controller.open({ name: 'vm1', store });
+    const vm = await Controller.open({ name: VM1, store });
     try {
       const { plan, error: err } = await addOntoVanishingBridge(vm, bridge);
       expect(err).to.be.instanceOf(HotplugError);
@@ -231,7 +233,7 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
       );
       expect(linkExists(plan.tap)).to.equal(false); // netdev_del closed the tap at once
       // the netdev stays listed while its (pending) device holds it
-      expect(store.read('vm1')!.nics.map((n) => [n.id, n.state])).to.deep.equal([['nic0', 'unplug-pending']]);
+      expect(store.read(VM1)!.nics.map((n) => [n.id, n.state])).to.deep.equal([['nic0', 'unplug-pending']]);
     } finally {
       await vm.close();
     }
@@ -241,8 +243,8 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
     await boot('q35', 4);
     const env = { MQ_HOTPLUG_STATE_DIR: store.root };
     const [a, b] = await Promise.all([
-      cli(['add', 'vm1', '--queues', '8', '--json'], env),
-      cli(['add', 'vm1', '--queues', '8', '--json'], env),
+      cli(['add', VM1, '--queues', '8', '--json'], env),
+      cli(['add', VM1, '--queues', '8', '--json'], env),
     ]);
     expect(a.exitCode, a.stderr).to.equal(0);
     expect(b.exitCode, b.stderr).to.equal(0);
@@ -253,24 +255,24 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
     expect(new Set([ra!.tap, rb!.tap]).size).to.equal(2);
     expect(new Set([ra!.mac, rb!.mac]).size).to.equal(2);
     expect(new Set([ra!.bus, rb!.bus]).size).to.equal(2);
-    expect(store.read('vm1')!.nics).to.have.length(2);
+    expect(store.read(VM1)!.nics).to.have.length(2);
   });
 
   it('remove without a guest OS times out, exits 3 and records the NIC as unplug-pending', async () => {
     await boot('pc');
     const env = { MQ_HOTPLUG_STATE_DIR: store.root };
-    const added = JSON.parse((await cli(['add', 'vm1', '--queues', '2', '--json'], env)).stdout) as AddResult;
+    const added = JSON.parse((await cli(['add', VM1, '--queues', '2', '--json'], env)).stdout) as AddResult;
     trackLink(added.tap);
-    const r = await cli(['remove', 'vm1', added.mac, '--timeout', '1'], env);
+    const r = await cli(['remove', VM1, added.mac, '--timeout', '1'], env);
     expect(r.exitCode).to.equal(3);
     expect(r.stderr).to.match(/^mq-hotplug: no DEVICE_DELETED for 'nic0' within 1000 ms: .*recorded as unplug-pending/);
-    const nics = JSON.parse((await cli(['nics', 'vm1', '--json'], env)).stdout) as { id: string; state: string }[];
+    const nics = JSON.parse((await cli(['nics', VM1, '--json'], env)).stdout) as { id: string; state: string }[];
     expect(nics.map((n) => [n.id, n.state])).to.deep.equal([['nic0', 'unplug-pending']]);
     expect(linkExists(added.tap)).to.equal(true); // kept until the guest lets go
-    const unknown = await cli(['remove', 'vm1', 'nic7'], env);
+    const unknown = await cli(['remove', VM1, 'nic7'], env);
     expect(unknown.exitCode).to.equal(2);
     expect(unknown.stderr).to.equal(
-      `mq-hotplug: no NIC 'nic7' in VM 'vm1'; its NICs: nic0 (${added.tap}, ${added.mac})\n`,
+      `mq-hotplug: no NIC 'nic7' in VM '${VM1}'; its NICs: nic0 (${added.tap}, ${added.mac})\n`,
     );
   });
 
@@ -280,7 +282,7 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
     const r = await cli(
       [
         'add',
-        'vm1',
+        VM1,
         '--queues',
         '8',
         '--dry-run',
@@ -295,7 +297,7 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
       env,
     );
     expect(r.exitCode, r.stderr).to.equal(0);
-    const plan = JSON.parse(r.stdout) as { commands: unknown[]; ipArgv: string[]; tap: string };
+    const plan = JSON.parse(r.stdout) as { commands: unknown[]; hostCommands: string[][]; tap: string };
     expect(plan.commands).to.deep.equal([
       {
         execute: 'netdev_add',
@@ -323,12 +325,12 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
         },
       },
     ]);
-    expect(plan.ipArgv).to.deep.equal([
+    expect(plan.hostCommands.at(-1)).to.deep.equal([
       ...['ip', 'link', 'set', 'dev', plan.tap, 'address', 'fe:54:00:00:00:42', 'mtu', '1500'],
       ...['master', bridge, 'up'],
     ]);
     expect(linkExists(plan.tap)).to.equal(false);
-    const vm = await Controller.open({ name: 'vm1', store });
+    const vm = await Controller.open({ name: VM1, store });
     expect(await peripheralNics(vm)).to.deep.equal([]);
     await vm.close();
   });
@@ -337,21 +339,21 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
     await boot('pc');
     const tap = trackLink(uniqueName('t'));
     await execa('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap']); // as tunctl makes it: no multi_queue
-    const r = await cli(['add', 'vm1', '--queues', '8', '--ifname', tap], { MQ_HOTPLUG_STATE_DIR: store.root });
+    const r = await cli(['add', VM1, '--queues', '8', '--ifname', tap], { MQ_HOTPLUG_STATE_DIR: store.root });
     expect(r.exitCode).to.equal(2);
     expect(r.stderr).to.equal(
       `mq-hotplug: tap name '${tap}' is taken by a tap made without multi_queue (tunctl, or 'ip tuntap add' without ` +
         `multi_queue), which QEMU cannot open with 8 queues; mq-hotplug lets QEMU make its own tap: delete it ` +
         `('ip link del ${tap}') or pick another --ifname\n`,
     );
-    const vm = await Controller.open({ name: 'vm1', store });
+    const vm = await Controller.open({ name: VM1, store });
     expect(await peripheralNics(vm)).to.deep.equal([]);
     await vm.close();
   });
 
   it('warnings go to stderr also with --json, and stay in the JSON', async () => {
     await boot('pc');
-    const r = await cli(['add', 'vm1', '--queues', '9', '--json'], { MQ_HOTPLUG_STATE_DIR: store.root });
+    const r = await cli(['add', VM1, '--queues', '9', '--json'], { MQ_HOTPLUG_STATE_DIR: store.root });
     expect(r.exitCode, r.stderr).to.equal(0);
     const nic = JSON.parse(r.stdout) as { tap: string; notes: string[] };
     trackLink(nic.tap);
@@ -362,7 +364,7 @@ describe('multiqueue NIC hot-plug (real QEMU, taps, bridges)', function () {
 
   it('rejects a usage error from the library API as UsageError', async () => {
     await boot('pc');
-    const vm = await Controller.open({ name: 'vm1', store });
+    const vm = await Controller.open({ name: VM1, store });
     expect(await vm.addNic({ queues: 'many' }).catch((e: unknown) => e)).to.be.instanceOf(UsageError);
     await vm.close();
   });

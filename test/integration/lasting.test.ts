@@ -20,7 +20,11 @@ import {
   tempDir,
   trackLink,
   trackPid,
+  vmName,
 } from '../helpers/env.js';
+
+/** VM names of this run (their taps are host-wide): see vmName. */
+const LV = vmName('lv');
 
 interface NicRow {
   id: string;
@@ -90,11 +94,11 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
 
   for (const machine of ['pc', 'q35'] as const) {
     it(`${machine}: NICs are kept; after a stop, and after a host reboot (QEMU killed, /run wiped), start brings them back at the same slots`, async () => {
-      await start('lv', machine);
-      const a = await json<{ id: string; mac: string; tap: string }>(['add', 'lv', '--queues', '4']);
+      await start(LV, machine);
+      const a = await json<{ id: string; mac: string; tap: string }>(['add', LV, '--queues', '4']);
       const b = await json<{ id: string; mac: string; tap: string }>([
         'add',
-        'lv',
+        LV,
         '--queues',
         '2',
         '--rate',
@@ -102,14 +106,14 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
         '--id',
         'fast',
       ]);
-      const t = await json<{ id: string; tap: string }>(['add', 'lv', '--queues', '1', '--transient']);
+      const t = await json<{ id: string; tap: string }>(['add', LV, '--queues', '1', '--transient']);
       [a, b, t].forEach((n) => trackLink(n.tap));
-      expect(definition('lv').nics.map((n) => n.id)).to.deep.equal([a.id, 'fast']);
-      const before = await nics('lv');
-      const beforeSlots = await slots('lv');
+      expect(definition(LV).nics.map((n) => n.id)).to.deep.equal([a.id, 'fast']);
+      const before = await nics(LV);
+      const beforeSlots = await slots(LV);
 
       const check = async (when: string) => {
-        const after = await nics('lv');
+        const after = await nics(LV);
         expect(
           after.map((n) => [n.id, n.mac, n.tap, n.queues, n.bridge, n.linkUp, n.rate]),
           when,
@@ -120,54 +124,60 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
           after.every((n) => n.drift.length === 0),
           when,
         ).to.equal(true);
-        const now = await slots('lv');
+        const now = await slots(LV);
         for (const id of [a.id, 'fast']) expect(now[id], `${when}: ${id}'s slot`).to.equal(beforeSlots[id]);
-        expect(JSON.parse((await run(['qmp', 'lv', 'query-status'])).stdout)).to.deep.include({ running: true });
+        expect(JSON.parse((await run(['qmp', LV, 'query-status'])).stdout)).to.deep.include({ running: true });
       };
 
-      await run(['stop', 'lv']);
+      await run(['stop', LV]);
       const listed = await json<{ name: string; state: string; nics: number }[]>(['vms']);
-      expect(listed).to.deep.include({ ...listed[0], name: 'lv', state: 'stopped', nics: 2 });
-      const started = await run(['start', 'lv']);
+      expect(listed).to.deep.include({ ...listed[0], name: LV, state: 'stopped', nics: 2 });
+      const started = await run(['start', LV]);
       expect(started.stdout).to.match(new RegExp(`saved NICs back: ${a.id} \\(${a.mac}, tap ${a.tap}, `));
       await check('after stop + start');
 
       // a host reboot: QEMU dies without a word, /run is empty again
       const record = JSON.parse(
-        fs.readFileSync(path.join(env.MQ_HOTPLUG_STATE_DIR!, 'lv', 'vm.json'), 'utf8'),
+        fs.readFileSync(path.join(env.MQ_HOTPLUG_STATE_DIR!, LV, 'vm.json'), 'utf8'),
       ) as VmRecord;
       process.kill(record.pid, 'SIGKILL');
       await pollUntil(() => !qemuAlive(record) && !linkExists(a.tap), 10_000);
       wipeRuntimeState(env.MQ_HOTPLUG_STATE_DIR!);
-      await run(['start', 'lv']);
+      await run(['start', LV]);
       await check('after a host reboot');
     });
   }
 
   it('start OPTIONS changes a stopped VM saved spec and keeps its NICs; a running VM is refused; undefine', async () => {
-    await start('lv', 'pc', ['--cpus', '2']);
-    const nic = await json<{ id: string; tap: string }>(['add', 'lv', '--queues', '2']);
+    await start(LV, 'pc', ['--cpus', '2']);
+    const nic = await json<{ id: string; tap: string }>(['add', LV, '--queues', '2']);
     trackLink(nic.tap);
-    const again = await run(['start', 'lv', '--cpus', '4'], 2);
-    expect(again.stderr).to.match(/^mq-hotplug: VM 'lv' is already running \(pid \d+\); stop it first/);
-    expect(definition('lv').spec.cpus).to.equal(2);
-    const refused = await run(['undefine', 'lv'], 2);
-    expect(refused.stderr).to.equal(
-      "mq-hotplug: VM 'lv' is running; stop it first ('mq-hotplug stop lv'), then undefine it\n",
+    const again = await run(['start', LV, '--cpus', '4'], 2);
+    expect(again.stderr).to.match(
+      new RegExp(`^mq-hotplug: VM '${LV}' is already running \\(pid \\d+\\); stop it first`),
     );
-    await run(['stop', 'lv']);
-    await run(['start', 'lv', '--cpus', '4']);
-    expect(definition('lv').spec).to.deep.include({ cpus: 4, memory: '128M', bridge });
-    expect((await nics('lv')).map((n) => n.id)).to.deep.equal([nic.id]);
-    expect(JSON.parse((await run(['qmp', 'lv', 'query-cpus-fast'])).stdout)).to.have.length(4);
-    await run(['stop', 'lv']);
-    expect((await run(['undefine', 'lv'])).stdout).to.equal(`undefined lv: ${path.join(config, 'lv.json')} removed\n`);
+    expect(definition(LV).spec.cpus).to.equal(2);
+    const refused = await run(['undefine', LV], 2);
+    expect(refused.stderr).to.equal(
+      `mq-hotplug: VM '${LV}' is running; stop it first ('mq-hotplug stop ${LV}'), then undefine it\n`,
+    );
+    await run(['stop', LV]);
+    await run(['start', LV, '--cpus', '4']);
+    expect(definition(LV).spec).to.deep.include({ cpus: 4, memory: '128M', bridge });
+    expect((await nics(LV)).map((n) => n.id)).to.deep.equal([nic.id]);
+    expect(JSON.parse((await run(['qmp', LV, 'query-cpus-fast'])).stdout)).to.have.length(4);
+    await run(['stop', LV]);
+    expect((await run(['undefine', LV])).stdout).to.equal(
+      `undefined ${LV}: ${path.join(config, `${LV}.json`)} removed\n`,
+    );
     expect(await json<unknown[]>(['vms'])).to.deep.equal([]);
-    expect((await run(['undefine', 'lv'], 2)).stderr).to.match(/^mq-hotplug: VM 'lv' has no definition in /);
+    expect((await run(['undefine', LV], 2)).stderr).to.match(
+      new RegExp(`^mq-hotplug: VM '${LV}' has no definition in `),
+    );
   });
 
   it('apply: adds, changes the rate in place, converges; a second apply changes nothing; --dry-run changes nothing; a stopped VM: its definition', async () => {
-    await start('lv', 'pc');
+    await start(LV, 'pc');
     const spec = (nics: object[]) => {
       const file = path.join(tempDir('spec'), 'nics.json');
       fs.writeFileSync(file, JSON.stringify({ nics }));
@@ -179,14 +189,14 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
     ]);
     const dry = await json<{ changed: boolean; added: string[]; dryRun: boolean }>([
       'apply',
-      'lv',
+      LV,
       '-f',
       first,
       '--dry-run',
     ]);
     expect(dry).to.deep.include({ changed: true, added: ['net0', 'net1'], dryRun: true });
-    expect(await nics('lv')).to.deep.equal([]);
-    expect(await json(['apply', 'lv', '-f', first])).to.deep.equal({
+    expect(await nics(LV)).to.deep.equal([]);
+    expect(await json(['apply', LV, '-f', first])).to.deep.equal({
       changed: true,
       added: ['net0', 'net1'],
       removed: [],
@@ -194,50 +204,50 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
       updated: [],
       unchanged: [],
     });
-    const second = await json<{ changed: boolean; unchanged: string[] }>(['apply', 'lv', '-f', first]);
+    const second = await json<{ changed: boolean; unchanged: string[] }>(['apply', LV, '-f', first]);
     expect(second).to.deep.include({ changed: false, unchanged: ['net0', 'net1'] });
-    expect((await run(['apply', 'lv', '-f', first])).stdout).to.equal('no change: lv has exactly these NICs\n');
+    expect((await run(['apply', LV, '-f', first])).stdout).to.equal('no change: lv has exactly these NICs\n');
 
     const faster = spec([
       { id: 'net0', queues: 4, mac: '52:54:00:12:34:56' },
       { id: 'net1', queues: 2, rate: 80 },
     ]);
-    expect(await json(['apply', 'lv', '-f', faster])).to.deep.include({
+    expect(await json(['apply', LV, '-f', faster])).to.deep.include({
       changed: true,
       updated: ['net1'],
       unchanged: ['net0'],
     });
-    const live = await nics('lv');
+    const live = await nics(LV);
     expect(live.map((n) => [n.id, n.rate, n.drift])).to.deep.equal([
       ['net0', null, []],
       ['net1', 80, []],
     ]);
-    expect(definition('lv').nics.map((n) => [n.id, n.rate])).to.deep.equal([
+    expect(definition(LV).nics.map((n) => [n.id, n.rate])).to.deep.equal([
       ['net0', undefined],
       ['net1', 80],
     ]);
 
     // stopped: only the definition changes; the next start brings exactly that
-    await run(['stop', 'lv']);
+    await run(['stop', LV]);
     const third = spec([
       { id: 'net0', queues: 4, mac: '52:54:00:12:34:56' },
       { id: 'net2', queues: 1 },
     ]);
-    expect(await json(['apply', 'lv', '-f', third])).to.deep.include({
+    expect(await json(['apply', LV, '-f', third])).to.deep.include({
       changed: true,
       added: ['net2'],
       removed: ['net1'],
       definitionOnly: true,
     });
-    expect(await json(['apply', 'lv', '-f', third])).to.deep.include({ changed: false });
-    await run(['start', 'lv']);
-    expect((await nics('lv')).map((n) => n.id)).to.deep.equal(['net0', 'net2']);
-    expect(await json(['apply', 'lv', '-f', third])).to.deep.include({ changed: false, unchanged: ['net0', 'net2'] });
+    expect(await json(['apply', LV, '-f', third])).to.deep.include({ changed: false });
+    await run(['start', LV]);
+    expect((await nics(LV)).map((n) => n.id)).to.deep.equal(['net0', 'net2']);
+    expect(await json(['apply', LV, '-f', third])).to.deep.include({ changed: false, unchanged: ['net0', 'net2'] });
   });
 
   it('apply on a VM given by --qmp works on the live VM (nothing kept)', async () => {
-    await start('lv', 'pc');
-    const qmp = path.join(env.MQ_HOTPLUG_STATE_DIR!, 'lv', 'qmp.sock');
+    await start(LV, 'pc');
+    const qmp = path.join(env.MQ_HOTPLUG_STATE_DIR!, LV, 'qmp.sock');
     const file = path.join(tempDir('spec'), 'nics.json');
     fs.writeFileSync(
       file,
@@ -264,8 +274,8 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
   });
 
   it('bad specs and tampered definitions: one line naming the problem, exit 2, nothing changed', async () => {
-    await start('lv', 'q35');
-    await run(['stop', 'lv']);
+    await start(LV, 'q35');
+    await run(['stop', LV]);
     const defFile = path.join(config, 'lv.json');
     const saved = fs.readFileSync(defFile, 'utf8');
     const specDir = tempDir('spec');
@@ -286,13 +296,13 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
       ['{"nics": [{"id": "a", "queues": 999}]}', /invalid queue count '999'/],
       [
         JSON.stringify({ nics: ['a', 'b', 'c', 'd', 'e'].map((id) => ({ id, queues: 1 })) }),
-        /5 NICs would not fit in VM 'lv': it has 4 hot-plug slots/,
+        new RegExp(`5 NICs would not fit in VM '${LV}': it has 4 hot-plug slots`),
       ],
     ];
     for (const [text, message] of cases) {
       const file = path.join(specDir, 'spec.json');
       fs.writeFileSync(file, text);
-      const r = await run(['apply', 'lv', '-f', file], 2);
+      const r = await run(['apply', LV, '-f', file], 2);
       expect(r.stderr, text).to.match(message);
       expect(r.stderr.trim().split('\n'), text).to.have.length(1);
       expect(fs.readFileSync(defFile, 'utf8'), text).to.equal(saved);
@@ -304,8 +314,8 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
         /definition \S+lv\.json is not valid JSON; fix it, or remove it with 'mq-hotplug undefine lv'/,
       ],
       [
-        () => fs.writeFileSync(defFile, JSON.stringify({ version: 7, name: 'lv', spec: {}, nics: [] })),
-        /is not a version 1 definition of VM 'lv'/,
+        () => fs.writeFileSync(defFile, JSON.stringify({ version: 7, name: LV, spec: {}, nics: [] })),
+        new RegExp(`is not a version 1 definition of VM '${LV}'`),
       ],
       [
         () => (fs.writeFileSync(defFile, saved), fs.chownSync(defFile, 1234, 1234)),
@@ -318,7 +328,7 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
     ];
     for (const [spoil, message] of tamper) {
       spoil();
-      const r = await run(['start', 'lv'], 2);
+      const r = await run(['start', LV], 2);
       expect(r.stderr).to.match(message);
       expect(r.stderr.trim().split('\n')).to.have.length(1);
       expect(fs.readdirSync(env.MQ_HOTPLUG_STATE_DIR!)).to.deep.equal([]); // nothing started
@@ -330,28 +340,32 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
   });
 
   it('mq-hotplug killed in the middle of an apply: the next apply converges, and the definition matches the VM', async () => {
-    await start('lv', 'pc');
+    await start(LV, 'pc');
     const file = path.join(tempDir('spec'), 'nics.json');
     const wanted = Array.from({ length: 12 }, (_, i) => ({ id: `n${i}`, queues: 4 }));
     fs.writeFileSync(file, JSON.stringify({ nics: wanted }));
-    const proc = execa(process.execPath, [CLI, 'apply', 'lv', '-f', file], { env, reject: false });
+    const proc = execa(process.execPath, [CLI, 'apply', LV, '-f', file], { env, reject: false });
     trackPid(proc.pid!);
     // kill it once some NICs are in, most likely in the middle of one
-    await pollUntil(() => fs.readdirSync('/sys/class/net').filter((n) => /^lv-n\d+$/.test(n)).length >= 3, 20_000, 5);
+    await pollUntil(
+      () => fs.readdirSync('/sys/class/net').filter((n) => new RegExp(`^${LV}-n\\d+$`).test(n)).length >= 3,
+      20_000,
+      5,
+    );
     proc.kill('SIGKILL');
     await proc;
-    const converged = await json<{ added: string[]; unchanged: string[] }>(['apply', 'lv', '-f', file]);
+    const converged = await json<{ added: string[]; unchanged: string[] }>(['apply', LV, '-f', file]);
     expect([...converged.added, ...converged.unchanged].sort()).to.deep.equal(wanted.map((w) => w.id).sort());
     // it really died midway: some NICs were in, some were not
     expect(converged.added.length * converged.unchanged.length, JSON.stringify(converged)).to.be.above(0);
-    const live = await nics('lv');
+    const live = await nics(LV);
     expect(live.map((n) => n.id).sort()).to.deep.equal(wanted.map((w) => w.id).sort());
     expect(live.every((n) => n.drift.length === 0 && n.bridge === bridge && n.linkUp)).to.equal(true);
     expect(
-      definition('lv')
+      definition(LV)
         .nics.map((n) => n.id)
         .sort(),
     ).to.deep.equal(wanted.map((w) => w.id).sort());
-    expect(await json(['apply', 'lv', '-f', file])).to.deep.include({ changed: false });
+    expect(await json(['apply', LV, '-f', file])).to.deep.include({ changed: false });
   });
 });

@@ -1,14 +1,17 @@
 /** The README's library example, run as written against the package's public entry point. */
 import { expect } from 'chai';
 import { Controller, QmpClient, StateStore, forDevice, nextEvent, ofEvent, startVm, stopVm } from '../../src/index.js';
-import { QEMU, linkExists, makeBridge, tempDir, trackLink } from '../helpers/env.js';
+import { QEMU, linkExists, makeBridge, tempDir, trackLink, vmName } from '../helpers/env.js';
+
+/** VM names of this run (their taps are host-wide): see vmName. */
+const VM1 = vmName('vm1');
 
 describe('library API (README example, real QEMU)', () => {
   it('opens a VM, sees its own DEVICE_ADDED on events$, adds, lists, removes (pending without a guest)', async () => {
     const store = new StateStore(tempDir());
     const bridge = await makeBridge();
     const record = await startVm(store, {
-      name: 'vm1',
+      name: VM1,
       cpus: 2,
       memory: '128M',
       machine: 'pc',
@@ -19,7 +22,7 @@ describe('library API (README example, real QEMU)', () => {
       qemuArgs: [],
     });
     try {
-      const vm = await Controller.open({ name: 'vm1', store });
+      const vm = await Controller.open({ name: VM1, store });
       const added: string[] = [];
       vm.events$.pipe(ofEvent('DEVICE_ADDED')).subscribe((e) => added.push(e.data.device as string));
       const nic = await vm.addNic({ queues: 8, bridge });
@@ -38,7 +41,7 @@ describe('library API (README example, real QEMU)', () => {
       await qmp.close();
       expect(linkExists((nic as { tap: string }).tap)).to.equal(true);
     } finally {
-      await stopVm(store, 'vm1');
+      await stopVm(store, VM1);
     }
   });
 });

@@ -21,7 +21,11 @@ import {
   smallVm,
   tempDir,
   trackLink,
+  vmName,
 } from '../helpers/env.js';
+
+/** VM names of this run (their taps are host-wide): see vmName. */
+const VM1 = vmName('vm1');
 
 interface TcQdisc {
   kind: string;
@@ -33,8 +37,23 @@ async function qdiscs(dev: string): Promise<TcQdisc[]> {
   return JSON.parse((await execa('tc', ['-j', 'qdisc', 'show', 'dev', dev])).stdout) as TcQdisc[];
 }
 
-/** Every ifb this run's NICs could have made (mqi + 6 hex) that exists now. */
-const ifbs = () => fs.readdirSync('/sys/class/net').filter((n) => /^mqi[0-9a-f]{6}$/.test(n));
+/**
+ * What this test's VM did, from its event log: an add that got past preflight publishes
+ * DEVICE_ADDED there before any ifb or tap is set up. (Not the host's list of mqi* ifbs: another
+ * run on the same host makes and deletes its own.)
+ */
+const eventsOf = (store: StateStore, vm: string): string[] => {
+  try {
+    return fs
+      .readFileSync(store.eventLogPath(vm), 'utf8')
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { event: string }).event);
+  } catch {
+    return [];
+  }
+};
 
 describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN namespace)', function () {
   let store: StateStore;
@@ -45,7 +64,7 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
     for (const name of store.list()) await stopVm(store, name).catch(() => {});
   });
 
-  const boot = (name = 'vm1', bridge?: string) => smallVm(store, name, bridge);
+  const boot = (name = VM1, bridge?: string) => smallVm(store, name, bridge);
 
   // an uplink MAC lower than any tap's, and one higher than nearly every random tap MAC
   for (const uplinkMac of ['02:00:00:00:00:01', 'fc:ff:ff:00:00:01']) {
@@ -54,8 +73,8 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
       const before = linkState(lan.bridge);
       expect(before).to.deep.equal({ address: uplinkMac, mtu: 9000 });
       for (const round of [0, 1]) {
-        await boot('vm1', lan.bridge);
-        const vm = await Controller.open({ name: 'vm1', store });
+        await boot(VM1, lan.bridge);
+        const vm = await Controller.open({ name: VM1, store });
         const added: AddResult[] = [];
         for (let i = 0; i < 3; i++) {
           const nic = await vm.addNic({ queues: 4 });
@@ -63,10 +82,10 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
           added.push(nic);
           expect(linkState(lan.bridge), `round ${round}, after add ${i}`).to.deep.equal(before);
           expect(linkState(nic.tap)).to.deep.equal({ address: `fe${nic.mac.slice(2)}`, mtu: 9000 });
-          expect(nic).to.deep.include({ tapMac: `fe${nic.mac.slice(2)}`, mtu: 9000 });
+          expect(nic).to.deep.include({ tapMac: `fe${nic.mac.slice(2)}`, tapMtu: 9000 });
         }
         await vm.close();
-        await stopVm(store, 'vm1'); // the taps go with QEMU
+        await stopVm(store, VM1); // the taps go with QEMU
         await pollUntil(() => added.every((n) => !linkExists(n.tap)), 5000);
         expect(added.filter((n) => linkExists(n.tap))).to.deep.equal([]);
         expect(linkState(lan.bridge), `round ${round}, after the taps went`).to.deep.equal(before);
@@ -86,29 +105,29 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
 
   it('--mtu tells the guest (host_mtu) and stays within the bridge; nics shows MTU and rate', async () => {
     const lan = await makeLan({ mac: '02:00:00:00:00:02', mtu: 9000 });
-    await boot('vm1', lan.bridge);
+    await boot(VM1, lan.bridge);
     const env = { MQ_HOTPLUG_STATE_DIR: store.root };
-    const r = await cli(['add', 'vm1', '--queues', '2', '--mtu', '8000', '--rate', '200', '--json'], env);
+    const r = await cli(['add', VM1, '--queues', '2', '--mtu', '8000', '--rate', '200', '--json'], env);
     expect(r.exitCode, r.stderr).to.equal(0);
     const nic = JSON.parse(r.stdout) as AddResult;
     trackLink(nic.tap);
-    expect(nic).to.deep.include({ mtu: 9000, guestMtu: 8000, rate: 200 });
-    const vm = await Controller.open({ name: 'vm1', store });
+    expect(nic).to.deep.include({ tapMtu: 9000, guestMtu: 8000, rate: 200 });
+    const vm = await Controller.open({ name: VM1, store });
     expect(await vm.qmp.execute('qom-get', { path: `/machine/peripheral/${nic.id}`, property: 'host_mtu' })).to.equal(
       8000,
     );
     const [view] = await vm.listNics();
     await vm.close();
-    expect(view).to.deep.include({ mtu: 9000, guestMtu: 8000, rate: 200, tapMac: nic.tapMac, drift: [] });
-    const table = await cli(['nics', 'vm1'], env);
+    expect(view).to.deep.include({ tapMtu: 9000, guestMtu: 8000, rate: 200, tapMac: nic.tapMac, drift: [] });
+    const table = await cli(['nics', VM1], env);
     expect(table.stdout).to.match(/MTU\s+RATE/);
     expect(table.stdout).to.match(/9000 \(guest 8000\)\s+200M/);
   });
 
   it('--rate shapes both ways with tc: tbf on the tap, ingress redirected to an ifb shaped the same', async () => {
     const lan = await makeLan({ mac: '02:00:00:00:00:03' });
-    await boot('vm1', lan.bridge);
-    const vm = await Controller.open({ name: 'vm1', store });
+    await boot(VM1, lan.bridge);
+    const vm = await Controller.open({ name: VM1, store });
     const nic = await vm.addNic({ queues: 4, rate: 50 });
     trackLink(nic.tap);
     trackLink(nic.ifb!);
@@ -150,41 +169,39 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
   it('the ifb of a rate limit goes with its VM: at stop, and when QEMU died (SIGKILL) and stop cleans up', async () => {
     const lan = await makeLan({ mac: '02:00:00:00:00:07' });
     for (const how of ['stop', 'killed'] as const) {
-      await boot('vm1', lan.bridge);
-      const vm = await Controller.open({ name: 'vm1', store });
+      await boot(VM1, lan.bridge);
+      const vm = await Controller.open({ name: VM1, store });
       const nic = await vm.addNic({ queues: 2, rate: 20 });
       await vm.close();
       trackLink(nic.tap);
       trackLink(nic.ifb!);
       expect(linkExists(nic.ifb!), how).to.equal(true);
       if (how === 'killed') {
-        const record = store.read('vm1')!;
+        const record = store.read(VM1)!;
         process.kill(record.pid, 'SIGKILL');
         await pollUntil(() => !fs.existsSync(`/proc/${record.pid}/cmdline`) || !linkExists(nic.tap), 5000);
       }
-      expect((await stopVm(store, 'vm1')).how).to.equal(how === 'stop' ? 'quit' : 'already-dead');
+      expect((await stopVm(store, VM1)).how).to.equal(how === 'stop' ? 'quit' : 'already-dead');
       expect(linkExists(nic.ifb!), how).to.equal(false);
     }
   });
 
   it('a failed bridging with --rate rolls back the ifb too', async () => {
     const lan = await makeLan({ mac: '02:00:00:00:00:04' });
-    await boot('vm1');
-    const before = ifbs();
-    const vm = await Controller.open({ name: 'vm1', store });
+    await boot(VM1);
+    const vm = await Controller.open({ name: VM1, store });
     const { plan, error } = await addOntoVanishingBridge(vm, lan.bridge, 2, { rate: 10 });
     await vm.close();
     expect((error as Error).message).to.match(new RegExp(`ifb ${plan.ifb} deleted`));
     expect(linkExists(plan.ifb!)).to.equal(false);
-    expect(ifbs()).to.deep.equal(before);
+    expect(store.read(VM1)!.nics).to.deep.equal([]); // no other ifb recorded either
   });
 
   it('bad MTUs, rates and fe: MACs: one line each, exit 2, nothing left behind', async () => {
     const lan = await makeLan({ mac: '02:00:00:00:00:05', mtu: 1500 });
-    await boot('vm1', lan.bridge);
+    await boot(VM1, lan.bridge);
     const env = { MQ_HOTPLUG_STATE_DIR: store.root };
     const linksBefore = ourLinks().sort();
-    const ifbsBefore = ifbs();
     const cases: [string[], RegExp][] = [
       [['--mtu', '67'], /^mq-hotplug: invalid MTU '67': use an integer from 68 to 65535\n$/],
       [['--mtu', '70000'], /^mq-hotplug: invalid MTU '70000'/],
@@ -202,24 +219,24 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
       ],
     ];
     for (const [args, message] of cases) {
-      const r = await cli(['add', 'vm1', '--queues', '2', ...args], env);
+      const r = await cli(['add', VM1, '--queues', '2', ...args], env);
       expect(r.exitCode, args.join(' ')).to.equal(2);
       expect(r.stderr, args.join(' ')).to.match(message);
       expect(r.stderr.trim().split('\n'), args.join(' ')).to.have.length(1);
     }
     expect(ourLinks().sort()).to.deep.equal(linksBefore);
-    expect(ifbs()).to.deep.equal(ifbsBefore);
-    const vm = await Controller.open({ name: 'vm1', store });
+    expect(eventsOf(store, VM1)).to.deep.equal([]); // refused at preflight: nothing was plugged or set up
+    const vm = await Controller.open({ name: VM1, store });
     expect(await vm.listNics()).to.deep.equal([]);
     await vm.close();
   });
 
   it('--dry-run shows the ifb, tc and ip lines; --trace shows every QMP message, ip and tc line', async () => {
     const lan = await makeLan({ mac: '02:00:00:00:00:06' });
-    await boot('vm1', lan.bridge);
+    await boot(VM1, lan.bridge);
     const env = { MQ_HOTPLUG_STATE_DIR: store.root };
     const dry = await cli(
-      ['add', 'vm1', '--queues', '2', '--rate', '10', '--mac', '52:54:00:00:00:66', '--dry-run'],
+      ['add', VM1, '--queues', '2', '--rate', '10', '--mac', '52:54:00:00:00:66', '--dry-run'],
       env,
     );
     expect(dry.exitCode, dry.stderr).to.equal(0);
@@ -228,7 +245,7 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
       .filter((l) => l.startsWith('  '))
       .map((l) => l.trim());
     expect(lines.map((l) => l.split(' ').slice(0, 4).join(' '))).to.deep.equal([
-      '{"execute":"netdev_add","arguments":{"type":"tap","id":"nd-nic0","ifname":"vm1-nic0","script":"no","downscript":"no","vhost":false,"queues":2}}',
+      `{"execute":"netdev_add","arguments":{"type":"tap","id":"nd-nic0","ifname":"${VM1}-nic0","script":"no","downscript":"no","vhost":false,"queues":2}}`,
       '{"execute":"device_add","arguments":{"driver":"virtio-net-pci","id":"nic0","netdev":"nd-nic0","mac":"52:54:00:00:00:66","mq":true,"vectors":6,"bus":"pci.0","addr":"0x2"}}',
       'ip link add name',
       'ip link set dev',
@@ -239,16 +256,16 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
       'ip link set dev',
     ]);
     expect(lines.at(-1)).to.equal(
-      `ip link set dev vm1-nic0 address fe:54:00:00:00:66 mtu 1500 master ${lan.bridge} up`,
+      `ip link set dev ${VM1}-nic0 address fe:54:00:00:00:66 mtu 1500 master ${lan.bridge} up`,
     );
-    expect(linkExists('vm1-nic0')).to.equal(false);
+    expect(linkExists(`${VM1}-nic0`)).to.equal(false);
 
     const traced = await cli(
-      ['--trace', 'add', 'vm1', '--queues', '2', '--rate', '10', '--mac', '52:54:00:00:00:66'],
+      ['--trace', 'add', VM1, '--queues', '2', '--rate', '10', '--mac', '52:54:00:00:00:66'],
       env,
     );
     expect(traced.exitCode, traced.stderr).to.equal(0);
-    trackLink('vm1-nic0');
+    trackLink(`${VM1}-nic0`);
     const stamp = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /;
     const stderr = traced.stderr.split('\n').filter(Boolean);
     const trace = stderr.filter((l) => stamp.test(l));
@@ -261,6 +278,8 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
     expect(body.some((l) => /^qmp > \{"execute":"netdev_add"/.test(l))).to.equal(true);
     expect(body.some((l) => /^qmp < \{"return": \{\}, "id": "mqh-\d+"\}/.test(l))).to.equal(true);
     expect(body.filter((l) => l.startsWith('tc  > '))).to.have.length(4);
-    expect(body).to.include(`ip  > link set dev vm1-nic0 address fe:54:00:00:00:66 mtu 1500 master ${lan.bridge} up`);
+    expect(body).to.include(
+      `ip  > link set dev ${VM1}-nic0 address fe:54:00:00:00:66 mtu 1500 master ${lan.bridge} up`,
+    );
   });
 });

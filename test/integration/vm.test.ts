@@ -4,7 +4,12 @@ import { expect } from 'chai';
 import { execa } from 'execa';
 import { QmpClient } from '../../src/qmp/client.js';
 import { StateStore, type VmRecord, qemuAlive } from '../../src/qemu/state.js';
-import { QEMU, cli, sleep, tempDir, trackPid, until } from '../helpers/env.js';
+import { QEMU, cli, sleep, tempDir, trackPid, until, vmName } from '../helpers/env.js';
+
+/** VM names of this run (their taps are host-wide): see vmName. */
+const VM1 = vmName('vm1');
+const A = vmName('a');
+const B = vmName('b');
 
 const mode = (p: string) => (fs.statSync(p).mode & 0o777).toString(8);
 
@@ -23,7 +28,7 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
   ] as const) {
     it(`starts a ${machine} VM with ${slots} hot-plug slots: no NIC, two monitors, private state; stops it`, async () => {
       const started = await cli(
-        ['start', 'vm1', '--machine', machine, '--hotplug-slots', slots, '--memory', '128M', '--json'],
+        ['start', VM1, '--machine', machine, '--hotplug-slots', slots, '--memory', '128M', '--json'],
         env,
       );
       expect(started.exitCode, started.stderr).to.equal(0);
@@ -39,14 +44,14 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
         `unix:${record.qmp},server=on,wait=off`,
       );
       expect(mode(stateDir)).to.equal('700');
-      expect(mode(path.join(stateDir, 'vm1'))).to.equal('700');
+      expect(mode(path.join(stateDir, VM1))).to.equal('700');
       for (const f of ['vm.json', 'qmp.sock', 'events.sock', 'qemu.log'])
-        expect(mode(path.join(stateDir, 'vm1', f)), f).to.equal('600');
+        expect(mode(path.join(stateDir, VM1, f)), f).to.equal('600');
 
       const vms = await cli(['vms', '--json'], env);
       expect(JSON.parse(vms.stdout)).to.deep.equal([
         {
-          name: 'vm1',
+          name: VM1,
           pid: record.pid,
           state: 'running',
           machine,
@@ -58,10 +63,10 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
           defined: true, // start defines a new VM
         },
       ]);
-      const stopped = await cli(['stop', 'vm1'], env);
+      const stopped = await cli(['stop', VM1], env);
       expect(stopped.exitCode, stopped.stderr).to.equal(0);
-      expect(stopped.stdout).to.equal('stopped vm1\n');
-      expect(fs.existsSync(path.join(stateDir, 'vm1'))).to.equal(false);
+      expect(stopped.stdout).to.equal(`stopped ${VM1}\n`);
+      expect(fs.existsSync(path.join(stateDir, VM1))).to.equal(false);
       expect(
         fs.existsSync(`/proc/${record.pid}/cmdline`) &&
           fs.readFileSync(`/proc/${record.pid}/cmdline`, 'utf8').includes(record.qmp),
@@ -71,8 +76,8 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
 
   it('runs two VMs at once, each with its own sockets', async () => {
     const [a, b] = await Promise.all([
-      cli(['start', 'a', '--memory', '128M'], env),
-      cli(['start', 'b', '--memory', '128M', '--machine', 'q35'], env),
+      cli(['start', A, '--memory', '128M'], env),
+      cli(['start', B, '--memory', '128M', '--machine', 'q35'], env),
     ]);
     expect(a.exitCode, a.stderr).to.equal(0);
     expect(b.exitCode, b.stderr).to.equal(0);
@@ -80,34 +85,34 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
     expect(table)
       .to.match(/^a\s+\d+\s+running\s+pc/m)
       .and.match(/^b\s+\d+\s+running\s+q35/m);
-    expect((await cli(['start', 'a'], env)).stderr).to.match(/VM 'a' is already running/);
-    await Promise.all([cli(['stop', 'a'], env), cli(['stop', 'b'], env)]);
+    expect((await cli(['start', A], env)).stderr).to.match(new RegExp(`VM '${A}' is already running`));
+    await Promise.all([cli(['stop', A], env), cli(['stop', B], env)]);
     expect(fs.readdirSync(stateDir)).to.deep.equal([]);
   });
 
   it('detects stale state after kill -9 of QEMU; stop cleans it up and says so', async () => {
-    expect((await cli(['start', 'vm1', '--memory', '128M'], env)).exitCode).to.equal(0);
-    const record = new StateStore(stateDir).read('vm1')!;
+    expect((await cli(['start', VM1, '--memory', '128M'], env)).exitCode).to.equal(0);
+    const record = new StateStore(stateDir).read(VM1)!;
     process.kill(record.pid, 'SIGKILL');
     await until(() => !qemuAlive(record), 'QEMU gone after SIGKILL', 5000);
-    expect((await cli(['vms'], env)).stdout).to.match(/^vm1\s+\d+\s+dead/m);
-    const add = await cli(['add', 'vm1', '--queues', '2', '--no-bridge'], env);
+    expect((await cli(['vms'], env)).stdout).to.match(new RegExp(`^${VM1}\\s+\\d+\\s+dead`, 'm'));
+    const add = await cli(['add', VM1, '--queues', '2', '--no-bridge'], env);
     expect(add.exitCode).to.equal(2);
-    expect(add.stderr).to.match(/VM 'vm1' is not running/);
-    const stopped = await cli(['stop', 'vm1'], env);
+    expect(add.stderr).to.match(new RegExp(`VM '${VM1}' is not running`));
+    const stopped = await cli(['stop', VM1], env);
     expect(stopped.exitCode).to.equal(0);
     expect(stopped.stdout).to.match(/already dead; its state is cleaned up/);
-    expect(fs.existsSync(path.join(stateDir, 'vm1'))).to.equal(false);
+    expect(fs.existsSync(path.join(stateDir, VM1))).to.equal(false);
   });
 
   it("prints QEMU's own error when it fails to start, and leaves no state", async () => {
-    const r = await cli(['start', 'vm1', '--qemu-arg=-device', '--qemu-arg=no-such-device'], env);
+    const r = await cli(['start', VM1, '--qemu-arg=-device', '--qemu-arg=no-such-device'], env);
     expect(r.exitCode).to.equal(1);
     expect(r.stderr).to.match(
       /^mq-hotplug: QEMU failed to start: .*'no-such-device' is not a valid device model name\n$/,
     );
     expect(fs.readdirSync(stateDir)).to.deep.equal([]);
-    const missing = await cli(['start', 'vm1', '--qemu', '/nonexistent/qemu'], env);
+    const missing = await cli(['start', VM1, '--qemu', '/nonexistent/qemu'], env);
     expect(missing.exitCode).to.equal(1);
     expect(missing.stderr).to.match(/nonexistent\/qemu/);
     expect(fs.readdirSync(stateDir)).to.deep.equal([]);
@@ -120,7 +125,7 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
       [['--machine', 'virt'], /argument 'virt' is invalid. Allowed choices are pc, q35/],
       [['--kernel', '/nonexistent'], /kernel '\/nonexistent' does not exist/],
     ] as const) {
-      const r = await cli(['start', 'vm1', ...args], env);
+      const r = await cli(['start', VM1, ...args], env);
       expect(r.exitCode, args.join(' ')).to.equal(2);
       expect(r.stderr.split('\n')[0]).to.match(message);
     }
@@ -129,15 +134,15 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
   });
 
   it('qmp sends one command and prints its return; a QMP error exits non-zero', async () => {
-    expect((await cli(['start', 'vm1', '--memory', '128M'], env)).exitCode).to.equal(0);
-    const r = await cli(['qmp', 'vm1', 'qom-get', '{"path":"/machine","property":"type"}'], env);
+    expect((await cli(['start', VM1, '--memory', '128M'], env)).exitCode).to.equal(0);
+    const r = await cli(['qmp', VM1, 'qom-get', '{"path":"/machine","property":"type"}'], env);
     expect(r.exitCode, r.stderr).to.equal(0);
     expect(JSON.parse(r.stdout)).to.equal('pc-i440fx-7.2-machine');
-    const bad = await cli(['qmp', 'vm1', 'device_del', '{"id":"nosuch"}'], env);
+    const bad = await cli(['qmp', VM1, 'device_del', '{"id":"nosuch"}'], env);
     expect(bad.exitCode).to.equal(1);
     expect(bad.stderr).to.equal("mq-hotplug: DeviceNotFound: Device 'nosuch' not found\n");
-    expect((await cli(['qmp', 'vm1', 'query-status', '[1]'], env)).exitCode).to.equal(2);
-    await cli(['stop', 'vm1'], env);
+    expect((await cli(['qmp', VM1, 'query-status', '[1]'], env)).exitCode).to.equal(2);
+    await cli(['stop', VM1], env);
   });
 
   it('drives a QEMU it did not start through --qmp', async () => {

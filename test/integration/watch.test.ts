@@ -2,7 +2,10 @@
 import fs from 'node:fs';
 import { expect } from 'chai';
 import { StateStore } from '../../src/qemu/state.js';
-import { cli, makeBridge, spawnCli, tempDir, until } from '../helpers/env.js';
+import { cli, makeBridge, spawnCli, tempDir, until, vmName } from '../helpers/env.js';
+
+/** VM names of this run (their taps are host-wide): see vmName. */
+const VMF = vmName('vmf');
 
 describe('watch --follow and agent across VM restarts (real QEMU)', function () {
   let env: Record<string, string>;
@@ -13,15 +16,15 @@ describe('watch --follow and agent across VM restarts (real QEMU)', function () 
   });
 
   it('watch --follow reconnects when a VM of that name starts again, and sees its events', async () => {
-    expect((await cli(['start', 'vmf', '--memory', '128M', '--bridge', bridge], env)).exitCode).to.equal(0);
-    const w = spawnCli(['watch', 'vmf', '--json', '--follow'], env);
+    expect((await cli(['start', VMF, '--memory', '128M', '--bridge', bridge], env)).exitCode).to.equal(0);
+    const w = spawnCli(['watch', VMF, '--json', '--follow'], env);
     await until(() => w.err().includes('watching vmf'), 'first connection');
-    expect((await cli(['stop', 'vmf'], env)).exitCode).to.equal(0);
+    expect((await cli(['stop', VMF], env)).exitCode).to.equal(0);
     await until(() => w.err().includes('vmf: waiting for it to start again (--follow)'), 'waiting after stop');
     expect(w.err()).to.include('vmf: the VM shut down');
-    expect((await cli(['start', 'vmf', '--memory', '128M', '--bridge', bridge], env)).exitCode).to.equal(0);
+    expect((await cli(['start', VMF, '--memory', '128M', '--bridge', bridge], env)).exitCode).to.equal(0);
     await until(() => (w.err().match(/watching vmf/g) ?? []).length === 2, 'second connection');
-    const added = await cli(['add', 'vmf', '--queues', '2', '--json'], env);
+    const added = await cli(['add', VMF, '--queues', '2', '--json'], env);
     expect(added.exitCode, added.stderr).to.equal(0);
     await until(() => w.out().includes('"DEVICE_ADDED"'), 'DEVICE_ADDED after the restart');
     const events = w
@@ -33,7 +36,7 @@ describe('watch --follow and agent across VM restarts (real QEMU)', function () 
     expect(events.filter((e) => e.event === 'DEVICE_ADDED')).to.have.length(1);
     w.proc.kill('SIGTERM');
     expect((await w.proc).exitCode).to.equal(0);
-    await cli(['stop', 'vmf'], env);
+    await cli(['stop', VMF], env);
   });
 
   it('agent leaves no stale state when QEMU dies, and watch without --follow exits saying so', async () => {
