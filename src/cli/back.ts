@@ -4,7 +4,7 @@
  * `--help` and usage errors load only commander and the program (scripts/bundle.mjs). Each
  * command module still loads on demand.
  */
-export const commands = () => import('./commands.js');
+export const commands = () => import('./commands/index.js');
 export const watch = () => import('./watch.js');
 export const completion = () => import('./completion.js');
 export { fail } from './output.js';

@@ -10,7 +10,7 @@
 import type { Command } from 'commander';
 import { DefinitionStore } from '../qemu/definition.js';
 import { StateStore } from '../qemu/state.js';
-import type { GlobalOptions } from './commands.js';
+import type { GlobalOptions } from './env.js';
 import { writeOut } from '../util/write.js';
 
 /** Option values that have a fixed set of choices. */

@@ -99,7 +99,7 @@ export function buildProgram(): Command {
     .description('check the host: QEMU, /dev/net/tun, vhost-net, KVM, ip, bridges')
     .option('--json', 'JSON output')
     .option('--qemu <path>', 'QEMU binary', 'qemu-system-x86_64')
-    .action(async (opts) => (await commands()).doctor(opts));
+    .action(async (opts, cmd) => (await commands()).doctor(opts, cmd.optsWithGlobals()));
 
   program
     .command('qmp <vm> <command> [args-json]')

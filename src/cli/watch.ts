@@ -10,7 +10,7 @@ import { Controller } from '../hotplug/controller.js';
 import type { VmEvent } from '../hotplug/events.js';
 import { UsageError } from '../errors.js';
 import { checkVmName } from '../host/validate.js';
-import type { GlobalOptions } from './commands.js';
+import type { GlobalOptions } from './env.js';
 import { pollUntil } from '../util/time.js';
 import { forgetDeadVm } from '../qemu/launcher.js';
 import { writeOut, writeErr } from '../util/write.js';

@@ -10,26 +10,20 @@
  *   vm.events$.pipe(ofEvent<VmEvent>('NIC_BRIDGED')).subscribe((e) => ...)
  *   if (e.source === 'controller' && e.event === 'DEVICE_ADDED') e.data.tap   // typed
  */
+import type { Nic } from '../model/nic.js';
 import type { QmpEvent, QmpTimestamp } from '../qmp/messages.js';
 
 export interface ControllerEventData {
   /** `add` plugged the device (netdev_add + device_add answered); bridging reacts to it. */
-  DEVICE_ADDED: {
-    device: string;
-    netdev: string;
-    tap: string;
-    mac: string;
-    queues: number;
-    vectors: number;
-    vhost: boolean;
-    bridge: string | null;
-    bus: string;
-    /** the host side of the NIC, set up by the bridging reaction (network/) */
-    tapMac: string;
-    tapMtu: number | null;
-    rate: number | null;
-    ifb: string | null;
-  };
+  DEVICE_ADDED: { device: string } & Pick<
+    Nic,
+    'netdev' | 'tap' | 'mac' | 'queues' | 'vectors' | 'vhost' | 'bridge' | 'bus' | 'tapMac'
+  > & {
+      /** the rest of the host side, set up by the bridging reaction (network/); null where not set */
+      tapMtu: number | null;
+      rate: number | null;
+      ifb: string | null;
+    };
   /** The tap is on its bridge (or, with no bridge, up). */
   NIC_BRIDGED: { device: string; tap: string; bridge: string | null };
   /** Attaching the tap failed; the add rolls back. */

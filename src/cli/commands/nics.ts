@@ -1,0 +1,36 @@
+/** `nics <vm>`: the VM's NICs, QOM joined with the host and the record (hotplug/nics.ts). */
+import { type CommandEnv, printJson, withController } from '../env.js';
+import { table } from '../output.js';
+
+const HEADERS = ['ID', 'MAC', 'TAP', 'QUEUES', 'ACTIVE', 'VECTORS', 'MQ', 'VHOST', 'BRIDGE', 'MTU', 'RATE', 'LINK'];
+const onOff = (v: boolean | null) => (v === null ? null : v ? 'on' : 'off');
+
+export async function nics(vm: string, o: { json?: boolean }, env: CommandEnv): Promise<void> {
+  const views = await withController(vm, env, (c) => c.listNics());
+  if (o.json) return printJson(env, views);
+  env.output.out(
+    table(
+      [...HEADERS, 'STATE', 'DRIFT'],
+      views.map((n) => [
+        n.id,
+        n.mac,
+        n.tap,
+        n.queues,
+        n.activeQueues === null ? null : `${n.activeQueues}/${n.activeQueues + (n.disabledQueues ?? 0)}`,
+        n.vectors,
+        onOff(n.mq),
+        onOff(n.vhost),
+        n.bridge,
+        n.tapMtu === null
+          ? null
+          : n.guestMtu && n.guestMtu !== n.tapMtu
+            ? `${n.tapMtu} (guest ${n.guestMtu})`
+            : n.tapMtu,
+        n.rate === null ? null : `${n.rate}M`,
+        n.linkUp === null ? null : n.linkUp ? 'up' : 'down',
+        n.state,
+        n.drift.join('; '),
+      ]),
+    ),
+  );
+}

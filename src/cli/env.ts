@@ -1,0 +1,73 @@
+/**
+ * What every command is given: the global options, where its output goes, and the stores. The
+ * commands write only through `output` and open VMs only through `stores`, so a unit test gives
+ * them its own (test/unit/cli.test.ts) with no root and no QEMU.
+ */
+import { checkInt, checkVmName } from '../host/validate.js';
+import { Controller } from '../hotplug/controller.js';
+import type { Stores } from '../hotplug/vms.js';
+import { DefinitionStore } from '../qemu/definition.js';
+import { StateStore } from '../qemu/state.js';
+import { writeErr, writeOut } from '../util/write.js';
+
+export interface GlobalOptions {
+  stateDir: string;
+  configDir: string;
+  qmp?: string;
+  eventsQmp?: string;
+}
+
+export interface Output {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+/** The process's stdout and stderr (by write(2), see util/write.ts). */
+export const stdio: Output = { out: writeOut, err: (text) => writeErr(text) };
+
+export interface CommandEnv extends Stores {
+  global: GlobalOptions;
+  output: Output;
+}
+
+const stores = new Map<string, StateStore>();
+
+/** One state store per directory in a process, so the lock a command takes is seen as held by the operation inside. */
+export function commandEnv(global: GlobalOptions, output: Output = stdio): CommandEnv {
+  let store = stores.get(global.stateDir);
+  if (!store) stores.set(global.stateDir, (store = new StateStore(global.stateDir)));
+  return { global, output, store, definitions: new DefinitionStore(global.configDir) };
+}
+
+export function printJson(env: CommandEnv, value: unknown): void {
+  env.output.out(JSON.stringify(value, null, 2) + '\n');
+}
+
+/** A warning or note: always on stderr, whatever the output format (JSON output carries it too). */
+export function note(env: CommandEnv, message: string): void {
+  env.output.err(`note: ${message}\n`);
+}
+
+/** Seconds from an option, as ms. */
+export const seconds = (value: string, what: string) => checkInt(value, what, 0, 86_400) * 1000;
+
+/** A VM given by --qmp, or ours by name. */
+export function openController(vm: string, env: CommandEnv): Promise<Controller> {
+  const { qmp } = env.global;
+  return Controller.open(qmp ? { qmp, name: vm } : { name: vm, store: env.store, definitions: env.definitions });
+}
+
+/** Lock first, then connect: the control monitor serves one client, and the lock queues them. */
+export async function withController<T>(vm: string, env: CommandEnv, fn: (c: Controller) => Promise<T>): Promise<T> {
+  const run = async () => {
+    const controller = await openController(vm, env);
+    try {
+      return await fn(controller);
+    } finally {
+      await controller.close();
+    }
+  };
+  if (env.global.qmp) return run();
+  checkVmName(vm);
+  return env.store.withLock(vm, run);
+}
