@@ -2,6 +2,9 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+/** Import patterns for the given layers' folders, from any depth (src/hotplug/add/ too). */
+const above = (...layers) => layers.flatMap((l) => [`../${l}/**`, `../../${l}/**`]);
+
 export default tseslint.config(
   { ignores: ['build/', 'dist/', 'node_modules/', 'coverage/'] },
   js.configs.recommended,
@@ -15,16 +18,20 @@ export default tseslint.config(
     },
   },
   {
+    files: ['src/model/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: above('qmp', 'qemu', 'host', 'hotplug', 'cli') }] },
+  },
+  {
     files: ['src/qmp/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: ['../qemu/*', '../host/*', '../hotplug/*', '../cli/*'] }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: above('qemu', 'host', 'hotplug', 'cli') }] },
   },
   {
     files: ['src/qemu/**', 'src/host/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: ['../hotplug/*', '../cli/*'] }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: above('hotplug', 'cli') }] },
   },
   {
     files: ['src/hotplug/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: ['../cli/*'] }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: above('cli') }] },
   },
   {
     files: ['**/*.cjs'],

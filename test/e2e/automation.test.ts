@@ -77,7 +77,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     guest = undefined;
     const result = await watcher.proc;
     expect(result.exitCode).to.equal(0);
-    expect(watcher.err()).to.match(/gw: the VM shut down\n/);
+    expect(watcher.err()).to.include(`${GW}: the VM shut down\n`);
     const seen = events();
     const added = seen.find((e) => e.event === 'DEVICE_ADDED')!;
     expect(added).to.deep.include({ source: 'controller', vm: GW });

@@ -94,7 +94,7 @@ describe('lasting NICs seen from a real guest (TCG)', function () {
       () => g.nics.get('52:54:00:aa:00:00')?.combinedMax === 2 && g.nics.get('52:54:00:aa:00:01'),
       'net0 and net1',
     );
-    ['net0', 'net1'].forEach((id) => trackLink(`la-${id}`));
+    ['net0', 'net1'].forEach((id) => trackLink(`${LA}-${id}`));
     expect(await apply(g, first)).to.deep.include({ changed: false, unchanged: ['net0', 'net1'] });
 
     const second = specFile([
@@ -116,7 +116,7 @@ describe('lasting NICs seen from a real guest (TCG)', function () {
       removed: ['net1'],
       replaced: ['net0'],
     });
-    trackLink('la-net2');
+    trackLink(`${LA}-net2`);
     await g.waitFor(
       () =>
         !g.nics.has('52:54:00:aa:00:01') &&

@@ -7,7 +7,9 @@ import { expect } from 'chai';
 import { execa } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CLI, ROOT, cli, configDirOf, makeBridge, tempDir, trackLink } from '../helpers/env.js';
+import { CLI, ROOT, cli, configDirOf, makeBridge, tempDir, trackLink, vmName } from '../helpers/env.js';
+
+const AV = vmName('av'); // this run's own (its taps are host-wide)
 
 describe('fleet: the Ansible example and the systemd unit', function () {
   this.timeout(180_000);
@@ -16,14 +18,14 @@ describe('fleet: the Ansible example and the systemd unit', function () {
     const state = tempDir();
     const env = { MQ_HOTPLUG_STATE_DIR: state, MQ_HOTPLUG_CONFIG_DIR: configDirOf(state) };
     const bridge = await makeBridge();
-    const started = await cli(['start', 'av', '--memory', '128M', '--accel', 'tcg', '--bridge', bridge], env);
+    const started = await cli(['start', AV, '--memory', '128M', '--accel', 'tcg', '--bridge', bridge], env);
     expect(started.exitCode, started.stderr).to.equal(0);
     try {
       const vars = path.join(tempDir('ansible'), 'vars.json');
       fs.writeFileSync(
         vars,
         JSON.stringify({
-          vm: 'av',
+          vm: AV,
           mq_hotplug: CLI,
           mq_hotplug_env: env,
           nics: [
@@ -50,11 +52,11 @@ describe('fleet: the Ansible example and the systemd unit', function () {
       const first = await play();
       expect(first.exitCode, first.stdout + first.stderr).to.equal(0);
       expect(recap(first.stdout)?.slice(1), first.stdout).to.deep.equal([1, 0]); // changed=1 failed=0
-      ['net0', 'net1'].forEach((id) => trackLink(`av-${id}`));
+      ['net0', 'net1'].forEach((id) => trackLink(`${AV}-${id}`));
       const second = await play();
       expect(second.exitCode, second.stdout + second.stderr).to.equal(0);
       expect(recap(second.stdout)?.slice(1), second.stdout).to.deep.equal([0, 0]); // changed=0 failed=0
-      const nics = JSON.parse((await cli(['nics', 'av', '--json'], env)).stdout) as {
+      const nics = JSON.parse((await cli(['nics', AV, '--json'], env)).stdout) as {
         id: string;
         queues: number;
         rate: number | null;
@@ -64,7 +66,7 @@ describe('fleet: the Ansible example and the systemd unit', function () {
         ['net1', 2, 100],
       ]);
     } finally {
-      await cli(['stop', 'av'], env);
+      await cli(['stop', AV], env);
     }
   });
 

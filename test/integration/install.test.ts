@@ -8,7 +8,9 @@ import { expect } from 'chai';
 import { execa } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
-import { QEMU, ROOT, makeBridge, tempDir } from '../helpers/env.js';
+import { QEMU, ROOT, makeBridge, tempDir, vmName } from '../helpers/env.js';
+
+const SEA1 = vmName('sea1'); // this run's own (its taps are host-wide)
 
 describe('install: packed, installed into a prefix, with bash completion', function () {
   this.timeout(180_000);
@@ -87,19 +89,19 @@ describe('install: packed, installed into a prefix, with bash completion', funct
       JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version,
     );
     const bridge = await makeBridge();
-    const started = await run(['start', 'sea1', '--cpus', '2', '--memory', '128M', '--qemu', path.basename(qemu)]);
+    const started = await run(['start', SEA1, '--cpus', '2', '--memory', '128M', '--qemu', path.basename(qemu)]);
     try {
       expect(started.exitCode, started.stderr).to.equal(0);
-      const added = await run(['add', 'sea1', '--queues', '4', '--bridge', bridge, '--json']);
+      const added = await run(['add', SEA1, '--queues', '4', '--bridge', bridge, '--json']);
       expect(added.exitCode, added.stderr).to.equal(0);
       const nic = JSON.parse(added.stdout) as { tap: string; queues: number };
       expect(nic.queues).to.equal(4);
       const master = fs.readlinkSync(`/sys/class/net/${nic.tap}/master`);
       expect(path.basename(master)).to.equal(bridge);
-      const nics = await run(['nics', 'sea1', '--json']);
+      const nics = await run(['nics', SEA1, '--json']);
       expect((JSON.parse(nics.stdout) as { tap: string }[]).map((n) => n.tap)).to.deep.equal([nic.tap]);
     } finally {
-      const stopped = await run(['stop', 'sea1']);
+      const stopped = await run(['stop', SEA1]);
       expect(stopped.exitCode, stopped.stderr).to.equal(0);
     }
   });

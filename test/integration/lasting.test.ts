@@ -206,7 +206,7 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
     });
     const second = await json<{ changed: boolean; unchanged: string[] }>(['apply', LV, '-f', first]);
     expect(second).to.deep.include({ changed: false, unchanged: ['net0', 'net1'] });
-    expect((await run(['apply', LV, '-f', first])).stdout).to.equal('no change: lv has exactly these NICs\n');
+    expect((await run(['apply', LV, '-f', first])).stdout).to.equal(`no change: ${LV} has exactly these NICs\n`);
 
     const faster = spec([
       { id: 'net0', queues: 4, mac: '52:54:00:12:34:56' },
@@ -276,7 +276,7 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
   it('bad specs and tampered definitions: one line naming the problem, exit 2, nothing changed', async () => {
     await start(LV, 'q35');
     await run(['stop', LV]);
-    const defFile = path.join(config, 'lv.json');
+    const defFile = path.join(config, `${LV}.json`);
     const saved = fs.readFileSync(defFile, 'utf8');
     const specDir = tempDir('spec');
     const cases: [string, RegExp][] = [
@@ -311,7 +311,9 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
     const tamper: [() => void, RegExp][] = [
       [
         () => fs.writeFileSync(defFile, '{ broken'),
-        /definition \S+lv\.json is not valid JSON; fix it, or remove it with 'mq-hotplug undefine lv'/,
+        new RegExp(
+          `definition \\S+${LV}\\.json is not valid JSON; fix it, or remove it with 'mq-hotplug undefine ${LV}'`,
+        ),
       ],
       [
         () => fs.writeFileSync(defFile, JSON.stringify({ version: 7, name: LV, spec: {}, nics: [] })),

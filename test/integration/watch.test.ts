@@ -4,6 +4,8 @@ import { expect } from 'chai';
 import { StateStore } from '../../src/qemu/state.js';
 import { cli, makeBridge, spawnCli, tempDir, until, vmName } from '../helpers/env.js';
 
+const VMD = vmName('vmd'); // this run's own (its taps are host-wide)
+
 /** VM names of this run (their taps are host-wide): see vmName. */
 const VMF = vmName('vmf');
 
@@ -18,10 +20,10 @@ describe('watch --follow and agent across VM restarts (real QEMU)', function () 
   it('watch --follow reconnects when a VM of that name starts again, and sees its events', async () => {
     expect((await cli(['start', VMF, '--memory', '128M', '--bridge', bridge], env)).exitCode).to.equal(0);
     const w = spawnCli(['watch', VMF, '--json', '--follow'], env);
-    await until(() => w.err().includes('watching vmf'), 'first connection');
+    await until(() => w.err().includes(`watching ${VMF}`), 'first connection');
     expect((await cli(['stop', VMF], env)).exitCode).to.equal(0);
-    await until(() => w.err().includes('vmf: waiting for it to start again (--follow)'), 'waiting after stop');
-    expect(w.err()).to.include('vmf: the VM shut down');
+    await until(() => w.err().includes(`${VMF}: waiting for it to start again (--follow)`), 'waiting after stop');
+    expect(w.err()).to.include(`${VMF}: the VM shut down`);
     expect((await cli(['start', VMF, '--memory', '128M', '--bridge', bridge], env)).exitCode).to.equal(0);
     await until(() => (w.err().match(/watching vmf/g) ?? []).length === 2, 'second connection');
     const added = await cli(['add', VMF, '--queues', '2', '--json'], env);
@@ -40,17 +42,20 @@ describe('watch --follow and agent across VM restarts (real QEMU)', function () 
   });
 
   it('agent leaves no stale state when QEMU dies, and watch without --follow exits saying so', async () => {
-    expect((await cli(['start', 'vmd', '--memory', '128M'], env)).exitCode).to.equal(0);
+    expect((await cli(['start', VMD, '--memory', '128M'], env)).exitCode).to.equal(0);
     const store = new StateStore(env.MQ_HOTPLUG_STATE_DIR);
-    const agent = spawnCli(['agent', 'vmd'], env);
+    const agent = spawnCli(['agent', VMD], env);
     // the agent holds the events monitor (one client per monitor): this watcher uses the control one
-    const watcher = spawnCli(['--qmp', store.read('vmd')!.qmp, 'watch', 'vmd'], env);
-    await until(() => agent.err().includes('watching vmd') && watcher.err().includes('watching vmd'), 'both connected');
-    process.kill(store.read('vmd')!.pid, 'SIGKILL');
-    await until(() => !fs.existsSync(store.vmDir('vmd')), 'state directory removed by the agent');
+    const watcher = spawnCli(['--qmp', store.read(VMD)!.qmp, 'watch', VMD], env);
+    await until(
+      () => agent.err().includes(`watching ${VMD}`) && watcher.err().includes(`watching ${VMD}`),
+      'both connected',
+    );
+    process.kill(store.read(VMD)!.pid, 'SIGKILL');
+    await until(() => !fs.existsSync(store.vmDir(VMD)), 'state directory removed by the agent');
     const w = await watcher.proc;
     expect(w.exitCode).to.equal(0);
-    expect(watcher.err()).to.match(/vmd: its QMP connection closed/);
+    expect(watcher.err()).to.include(`${VMD}: its QMP connection closed`);
     agent.proc.kill('SIGTERM');
     expect((await agent.proc).exitCode).to.equal(0);
   });
