@@ -28,7 +28,7 @@ describe('concurrent library calls on one VM (real QEMU)', function () {
       const script = `
         import { Controller } from ${JSON.stringify(controller)};
         import { StateStore } from ${JSON.stringify(state)};
-        const vm = await Controller.open({ name: CC, store: new StateStore(process.argv[1]) });
+        const vm = await Controller.open({ name: ${JSON.stringify(CC)}, store: new StateStore(process.argv[1]) });
         const results = await Promise.allSettled([0, 1, 2].map(() => vm.addNic({ queues: 2 })));
         await vm.close();
         console.log(JSON.stringify(results.map((r) => (r.status === 'fulfilled' ? r.value : { error: r.reason.message }))));`;

@@ -194,7 +194,8 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
     await vm.close();
     expect((error as Error).message).to.match(new RegExp(`ifb ${plan.ifb} deleted`));
     expect(linkExists(plan.ifb!)).to.equal(false);
-    expect(store.read(VM1)!.nics).to.deep.equal([]); // no other ifb recorded either
+    // the device may stay (no guest to release it: unplug-pending), its ifb may not
+    expect(store.read(VM1)!.nics.filter((n) => n.ifb && linkExists(n.ifb))).to.deep.equal([]);
   });
 
   it('bad MTUs, rates and fe: MACs: one line each, exit 2, nothing left behind', async () => {

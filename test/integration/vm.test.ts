@@ -83,8 +83,8 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
     expect(b.exitCode, b.stderr).to.equal(0);
     const table = (await cli(['vms'], env)).stdout;
     expect(table)
-      .to.match(/^a\s+\d+\s+running\s+pc/m)
-      .and.match(/^b\s+\d+\s+running\s+q35/m);
+      .to.match(new RegExp(`^${A}\\s+\\d+\\s+running\\s+pc`, 'm'))
+      .and.match(new RegExp(`^${B}\\s+\\d+\\s+running\\s+q35`, 'm'));
     expect((await cli(['start', A], env)).stderr).to.match(new RegExp(`VM '${A}' is already running`));
     await Promise.all([cli(['stop', A], env), cli(['stop', B], env)]);
     expect(fs.readdirSync(stateDir)).to.deep.equal([]);
