@@ -99,7 +99,7 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
       .to.include(`MQH_EVENT=DEVICE_ADDED\n`)
       .and.include(`MQH_DEVICE=${nic.id}\n`)
       .and.include(`MQH_TAP=${nic.tap}\n`)
-      .and.include('MQH_VM=gw\n');
+      .and.include(`MQH_VM=${GW}\n`);
     // the failing hook was reported, and the watcher carried on to the end
     expect(watcher.err()).to.match(/hook '\/bin\/false' for DEVICE_DELETED failed/);
   });

@@ -321,11 +321,11 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
       ],
       [
         () => (fs.writeFileSync(defFile, saved), fs.chownSync(defFile, 1234, 1234)),
-        /definition \S+lv\.json is owned by uid 1234, not by us/,
+        new RegExp(`definition \\S+${LV}\\.json is owned by uid 1234, not by us`),
       ],
       [
         () => (fs.rmSync(defFile), fs.symlinkSync('/etc/hostname', defFile)),
-        /definition \S+lv\.json is a symlink; refusing it/,
+        new RegExp(`definition \\S+${LV}\\.json is a symlink; refusing it`),
       ],
     ];
     for (const [spoil, message] of tamper) {

@@ -25,7 +25,7 @@ describe('watch --follow and agent across VM restarts (real QEMU)', function () 
     await until(() => w.err().includes(`${VMF}: waiting for it to start again (--follow)`), 'waiting after stop');
     expect(w.err()).to.include(`${VMF}: the VM shut down`);
     expect((await cli(['start', VMF, '--memory', '128M', '--bridge', bridge], env)).exitCode).to.equal(0);
-    await until(() => (w.err().match(/watching vmf/g) ?? []).length === 2, 'second connection');
+    await until(() => w.err().split(`watching ${VMF} `).length - 1 === 2, 'second connection');
     const added = await cli(['add', VMF, '--queues', '2', '--json'], env);
     expect(added.exitCode, added.stderr).to.equal(0);
     await until(() => w.out().includes('"DEVICE_ADDED"'), 'DEVICE_ADDED after the restart');
