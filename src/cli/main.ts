@@ -74,7 +74,7 @@ export function buildProgram(): Command {
       'q35: spare pcie-root-ports, one per hot-pluggable NIC (pc uses free pci.0 slots)',
       '8',
     )
-    .option('--qemu <path>', 'QEMU binary', 'qemu-system-x86_64')
+    .option('--qemu <path>', 'QEMU binary (env MQ_HOTPLUG_QEMU)', process.env.MQ_HOTPLUG_QEMU ?? 'qemu-system-x86_64')
     .option('--qemu-arg <arg>', 'extra QEMU argument, passed as is (repeatable)', collect, [])
     .option('--bridge <bridge>', 'default bridge for add')
     .option('--if-not-running', 'a VM that is already running is not an error (for service managers)')
@@ -98,7 +98,7 @@ export function buildProgram(): Command {
     .command('doctor')
     .description('check the host: QEMU, /dev/net/tun, vhost-net, KVM, ip, bridges')
     .option('--json', 'JSON output')
-    .option('--qemu <path>', 'QEMU binary', 'qemu-system-x86_64')
+    .option('--qemu <path>', 'QEMU binary (env MQ_HOTPLUG_QEMU)', process.env.MQ_HOTPLUG_QEMU ?? 'qemu-system-x86_64')
     .action(async (opts, cmd) => (await commands()).doctor(opts, cmd.optsWithGlobals()));
 
   program

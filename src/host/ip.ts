@@ -80,12 +80,14 @@ export type { VhostMode };
 export function decideVhost(
   mode: VhostMode,
   usable: () => boolean = vhostNetUsable,
+  /** why 'on' without the device is refused before QEMU is asked (see qemu/capabilities.ts) */
+  why = 'QEMU would refuse it',
 ): { vhost: boolean; note?: string } {
   if (mode === 'off') return { vhost: false };
   if (usable()) return { vhost: true };
   if (mode === 'on') {
     throw new UsageError(
-      `vhost 'on' needs ${VHOST_NET}, which is missing or not accessible here; use --vhost auto or off`,
+      `vhost 'on' needs ${VHOST_NET}, which is missing or not accessible here (${why}); use --vhost auto or off`,
     );
   }
   return { vhost: false, note: `vhost off: ${VHOST_NET} is not available on this host` };

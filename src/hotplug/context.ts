@@ -15,6 +15,7 @@ import type { LinkInfo } from '../host/ip.js';
 import type { Qdisc } from '../host/tc.js';
 import type { NicDefinition, NicRecord, NicState } from '../model/nic.js';
 import { type QmpEvent, nowTimestamp } from '../qmp/messages.js';
+import { type QemuCapabilities, type QemuVersion, capabilitiesOf } from '../qemu/capabilities.js';
 import { outsideLocks } from '../qemu/lock.js';
 import type { VmRecord } from '../qemu/state.js';
 import { startBridging } from './bridging.js';
@@ -28,6 +29,8 @@ export interface QmpPort {
   execute<T = unknown>(command: string, args?: object): Promise<T>;
   /** False once the connection is lost: nothing more can be sent. */
   readonly isReady: boolean;
+  /** QEMU's version from its greeting, where known. */
+  readonly version?: QemuVersion;
 }
 
 /**
@@ -106,6 +109,8 @@ export class HotplugContext {
   readonly host: HostPort;
   readonly network: NetworkBackend;
   readonly taps: TapSource;
+  /** What this QEMU does differently (qemu/capabilities.ts). */
+  readonly qemu: QemuCapabilities;
   /** QEMU's events and the controller's, hot and shared. */
   readonly events$: Observable<VmEvent>;
   /** Publishes a controller event on events$ (and to the log). */
@@ -117,6 +122,7 @@ export class HotplugContext {
     ({ vm: this.vm, qmp: this.qmp, record: this.record, host: this.host } = parts);
     this.network = parts.network ?? new LinuxBridge(parts.host);
     this.taps = parts.taps ?? qemuMadeTap;
+    this.qemu = capabilitiesOf(parts.qmp.version);
     const qemu$ = parts.qemuEvents$.pipe(map((e): VmEvent => ({ ...e, source: 'qemu' })));
     this.events$ = merge(qemu$, this.own).pipe(deliverOutsideLocks(), share());
     const log = parts.log;

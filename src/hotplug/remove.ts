@@ -6,11 +6,14 @@
  */
 import { UsageError } from '../errors.js';
 import type { Nic, NicRecord } from '../model/nic.js';
-import { monotonicMs } from '../util/time.js';
+import { monotonicMs, pollUntil } from '../util/time.js';
 import type { HotplugContext } from './context.js';
 import { UnplugPendingError } from './errors.js';
 import { liveNics } from './inspect.js';
 import { deleteNetdev, unplugDevice } from './unplug.js';
+
+/** How long NIC_REMOVED waits to see the tap go. */
+const TAP_CLOSE_MS = 1000;
 
 export interface RemoveResult {
   id: string;
@@ -59,7 +62,8 @@ export async function finishRemoval(ctx: HotplugContext, nic: FoundNic, reason =
     netdev: nic.netdev,
     tap: nic.tap ?? null,
     mac: nic.mac ?? null,
-    tapGone: nic.tap ? !ctx.host.linkExists(nic.tap) : null,
+    // QEMU closes the tap with the netdev (10.0: once the device is gone); give it a moment
+    tapGone: nic.tap ? (await pollUntil(() => !ctx.host.linkExists(nic.tap!), TAP_CLOSE_MS)) === true : null,
     reason,
   });
 }

@@ -8,6 +8,7 @@ import { execa } from 'execa';
 import { QmpClient } from '../qmp/client.js';
 import { QmpBusyError, QmpError } from '../qmp/errors.js';
 import { resolveAccel } from './accel.js';
+import { type QemuVersion, capabilitiesOf } from './capabilities.js';
 import type { StartRequest } from './definition.js';
 import { type VmSpec, qemuArgv } from './spec.js';
 import { STATE_VERSION, StateError, StateStore, type VmRecord, pidAlive, qemuAlive } from './state.js';
@@ -76,7 +77,7 @@ export async function startVm(
 
   try {
     if (child.pid === undefined) throw new StartError(`cannot run '${spec.qemu}': ${await exited}`);
-    await waitForMonitor(paths.qmp, exited, readyTimeoutMs);
+    const version = await waitForMonitor(paths.qmp, exited, readyTimeoutMs);
     for (const sock of [paths.qmp, paths.eventsQmp]) fs.chmodSync(sock, 0o600);
     const record: VmRecord = {
       version: STATE_VERSION,
@@ -86,6 +87,7 @@ export async function startVm(
       pid: child.pid,
       startedAt: new Date().toISOString(),
       accelReason: reason,
+      qemuVersion: capabilitiesOf(version).version,
       ...paths,
       nics: [],
     };
@@ -101,8 +103,8 @@ export async function startVm(
   }
 }
 
-/** Polls for the monitor socket, then negotiates on it; fails as soon as QEMU exits. */
-async function waitForMonitor(socketPath: string, exited: Promise<string>, timeoutMs: number): Promise<void> {
+/** Polls for the monitor socket, then negotiates on it; fails as soon as QEMU exits. Returns QEMU's version. */
+async function waitForMonitor(socketPath: string, exited: Promise<string>, timeoutMs: number): Promise<QemuVersion> {
   const deadline = monotonicMs() + timeoutMs;
   let gone: string | undefined;
   exited.then((why) => (gone = why));
@@ -111,8 +113,9 @@ async function waitForMonitor(socketPath: string, exited: Promise<string>, timeo
     if (fs.existsSync(socketPath)) {
       try {
         const qmp = await QmpClient.connect(socketPath, { greetingTimeoutMs: deadline - monotonicMs() });
+        const { version } = qmp;
         await qmp.close();
-        return;
+        return version;
       } catch (e) {
         if (!(e instanceof QmpError)) throw e;
         // not listening yet, or QEMU died in between: loop and look again

@@ -30,6 +30,8 @@ export interface VmRecord extends VmPaths {
   pid: number;
   startedAt: string;
   accelReason: string;
+  /** QEMU's version from its greeting at start ("7.2.22"); absent in records from before it was kept */
+  qemuVersion?: string;
   nics: NicRecord[];
 }
 

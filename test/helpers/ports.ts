@@ -61,6 +61,8 @@ export interface WorldOptions {
   ipInstalled?: boolean;
   /** The VM has a saved definition. */
   defined?: boolean;
+  /** QEMU's version as its greeting says (default 7.2.22). */
+  qemuVersion?: { major: number; minor: number; micro: number };
 }
 
 export class World {
@@ -141,6 +143,7 @@ export class World {
       get isReady() {
         return world.connected;
       },
+      version: this.options.qemuVersion ?? { major: 7, minor: 2, micro: 22 },
       async execute<T>(command: string, args?: object): Promise<T> {
         world.sent.push({ command, args: args as Record<string, unknown> });
         if (!world.connected) throw new QmpDisconnectedError('fake', command);

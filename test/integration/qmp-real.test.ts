@@ -45,9 +45,10 @@ describe('QmpClient against a real QEMU', () => {
           : qmp.execute('qom-get', { path: '/machine', property: 'type' }).then((r) => ['type', r]),
     );
     const results = await Promise.all(burst);
+    const type = results[2]![1];
+    expect(type).to.match(/^pc-i440fx-\d+\.\d+-machine$/); // this QEMU's (7.2 or 10.0)
     results.forEach((r, i) => {
-      const expected =
-        i % 3 === 0 ? ['status', 'running'] : i % 3 === 1 ? ['usb', false] : ['type', 'pc-i440fx-7.2-machine'];
+      const expected = i % 3 === 0 ? ['status', 'running'] : i % 3 === 1 ? ['usb', false] : ['type', type];
       expect(r, `command ${i}`).to.deep.equal(expected);
     });
     await qmp.close();

@@ -836,3 +836,61 @@ describe('apply (in-memory ports; its lock re-enters as the real one does)', () 
     for (const [text, message] of cases) expect(() => parseApplySpec(text, 'f.json')).to.throw(UsageError, message);
   });
 });
+
+describe('QEMU 7.2 and 10.0: what is sent, and what differs (in-memory ports)', () => {
+  for (const [kind, qemuVersion] of [
+    ['7.2', { major: 7, minor: 2, micro: 22 }],
+    ['10.0', { major: 10, minor: 0, micro: 2 }],
+  ] as const) {
+    it(`QEMU ${kind}: netdev_add and device_add carry JSON numbers and booleans, exactly`, async () => {
+      const { world, ctx, stop } = setup({ qemuVersion, cpus: 4 });
+      await addNic(ctx, { queues: 4, bridge: 'br0', mac: '52:54:00:00:00:07', guestMtu: 1400 });
+      const sent = (command: string) => world.sent.find((c) => c.command === command)!.args;
+      // QEMU 9.2 and later refuse "on" for mq and "10" for vectors: the same typed arguments serve both
+      expect(JSON.stringify(sent('netdev_add'))).to.equal(
+        '{"type":"tap","id":"nd-nic0","ifname":"vm-nic0","script":"no","downscript":"no","vhost":false,"queues":4}',
+      );
+      expect(JSON.stringify(sent('device_add'))).to.equal(
+        '{"driver":"virtio-net-pci","id":"nic0","netdev":"nd-nic0","mac":"52:54:00:00:00:07","mq":true,"vectors":10,"bus":"pci.0","addr":"0x2","host_mtu":1400}',
+      );
+      stop();
+    });
+  }
+
+  it('--vhost on without /dev/vhost-net is refused before QEMU is asked, saying what each QEMU would do', async () => {
+    for (const [qemuVersion, why] of [
+      [{ major: 7, minor: 2, micro: 22 }, 'QEMU 7.2.22 would abort the whole VM on it'],
+      [{ major: 10, minor: 0, micro: 2 }, 'QEMU 10.0.2 would refuse it'],
+    ] as const) {
+      const { world, ctx, stop } = setup({ qemuVersion });
+      const err = await planNic(ctx, { queues: 2, vhost: 'on' }).catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(UsageError);
+      expect((err as Error).message).to.include(`(${why})`);
+      expect(world.changes()).to.deep.equal([]);
+      stop();
+    }
+  });
+
+  it("a rolled-back add whose device the guest keeps: 10.0's tap is reported pending until the guest lets go", async () => {
+    const { world, ctx, stop } = setup({ qemuVersion: { major: 10, minor: 0, micro: 2 }, guest: false });
+    const plan = await planNic(ctx, { queues: 2, bridge: 'br0' });
+    world.failNextIp('Device does not exist');
+    // as 10.0 does: netdev_del while the unplug is pending keeps the tap
+    const netdevDel = ctx.qmp.execute.bind(ctx.qmp);
+    Object.assign(ctx.qmp, {
+      execute: async <T>(c: string, a?: object) => {
+        if (c !== 'netdev_del') return netdevDel<T>(c, a);
+        const tap = world.links.get(plan.tap)!;
+        const result = await netdevDel<T>(c, a);
+        world.links.set(plan.tap, tap);
+        return result;
+      },
+    });
+    const err = (await executeAdd(ctx, plan).catch((e: unknown) => e)) as HotplugError;
+    expect(err.pending).to.deep.equal([
+      'device nic0 (the guest has not released it; recorded as unplug-pending)',
+      'tap vm-nic0 (QEMU 10.0.2 closes it when the guest releases nic0)',
+    ]);
+    stop();
+  });
+});

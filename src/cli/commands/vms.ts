@@ -11,6 +11,8 @@ interface Row {
   nics: number;
   qmp: string | null;
   defined: boolean;
+  /** QEMU's version, for a VM with a record */
+  qemu: string | null;
 }
 
 export async function vms(o: { json?: boolean }, env: CommandEnv): Promise<void> {
@@ -35,20 +37,23 @@ export async function vms(o: { json?: boolean }, env: CommandEnv): Promise<void>
     if (!record) continue;
     const { vmState } = await import('../../qemu/launcher.js');
     const { pid, spec, qmp } = record;
-    rows.push({
-      name,
-      pid,
-      state: await vmState(record),
-      spec,
-      nics: record.nics.length,
-      qmp,
-      defined: defined.has(name),
-    });
+    const state = await vmState(record);
+    const qemu = record.qemuVersion ?? null;
+    rows.push({ name, pid, state, spec, nics: record.nics.length, qmp, defined: defined.has(name), qemu });
   }
   for (const name of defined) {
     if (rows.some((r) => r.name === name)) continue; // running, or dead with stale state to clean up
     const def = definitions.read(name)!;
-    rows.push({ name, pid: null, state: 'stopped', spec: def.spec, nics: def.nics.length, qmp: null, defined: true });
+    rows.push({
+      name,
+      pid: null,
+      state: 'stopped',
+      spec: def.spec,
+      nics: def.nics.length,
+      qmp: null,
+      defined: true,
+      qemu: null,
+    });
   }
   rows.sort((a, b) => a.name.localeCompare(b.name));
   if (o.json) {
@@ -56,16 +61,16 @@ export async function vms(o: { json?: boolean }, env: CommandEnv): Promise<void>
       env,
       rows.map(({ spec: { machine, cpus, memory, accel }, ...r }) => ({
         ...{ name: r.name, pid: r.pid, state: r.state, machine, cpus, memory, accel },
-        ...{ nics: r.nics, qmp: r.qmp, defined: r.defined },
+        ...{ nics: r.nics, qmp: r.qmp, defined: r.defined, qemu: r.qemu },
       })),
     );
   }
   env.output.out(
     table(
-      ['NAME', 'PID', 'STATE', 'MACHINE', 'CPUS', 'MEMORY', 'ACCEL', 'NICS', 'DEFINED'],
+      ['NAME', 'PID', 'STATE', 'MACHINE', 'CPUS', 'MEMORY', 'ACCEL', 'NICS', 'DEFINED', 'QEMU'],
       rows.map((r) => [
         ...[r.name, r.pid, r.state, r.spec.machine, r.spec.cpus, r.spec.memory, r.spec.accel],
-        ...[r.nics, r.defined ? 'yes' : 'no'],
+        ...[r.nics, r.defined ? 'yes' : 'no', r.qemu],
       ]),
     ),
   );

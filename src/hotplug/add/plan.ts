@@ -83,7 +83,10 @@ function chooseHostSide(ctx: HotplugContext, request: AddRequest, checked: Check
       `invalid MTU '${request.guestMtu}': bridge '${bridge}' has MTU ${bridgeMtu}; use at most ${bridgeMtu}, or raise the bridge's MTU first`,
     );
   }
-  const { vhost, note } = decideVhost(vhostMode, () => ctx.host.vhostNetUsable());
+  const why = ctx.qemu.vhostWithoutDeviceAborts
+    ? `QEMU ${ctx.qemu.version} would abort the whole VM on it`
+    : `QEMU ${ctx.qemu.version} would refuse it`;
+  const { vhost, note } = decideVhost(vhostMode, () => ctx.host.vhostNetUsable(), why);
   return { tapMtu: bridgeMtu ?? guestMtu, vhost, notes: note ? [note] : [] };
 }
 

@@ -238,8 +238,10 @@ async function rollback(ctx: HotplugContext, plan: AddPlan, deviceExists: boolea
     report.pending.push(`netdev ${plan.netdev} (netdev_del failed: ${(e as Error).message})`);
   }
   await step(`tap ${plan.tap}`, () => ctx.taps.release(plan));
-  if (ctx.host.linkExists(plan.tap)) report.pending.push(`tap ${plan.tap} still exists`);
-  else report.undone.push(`tap ${plan.tap} gone`);
+  if (!ctx.host.linkExists(plan.tap)) report.undone.push(`tap ${plan.tap} gone`);
+  else if (report.devicePlugged && ctx.qemu.netdevDelWaitsForUnplug)
+    report.pending.push(`tap ${plan.tap} (QEMU ${ctx.qemu.version} closes it when the guest releases ${plan.id})`);
+  else report.pending.push(`tap ${plan.tap} still exists`);
   await step(`ifb ${plan.ifb}`, () => ctx.network.detach(plan));
   // the device stays until the guest lets go: recorded, so `remove` or the agent can finish it
   if (report.devicePlugged) ctx.record.saveNic(recordOf(nicOf(plan), 'unplug-pending'));
