@@ -61,8 +61,10 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
           nics: 0,
           qmp: record.qmp,
           defined: true, // start defines a new VM
+          qemu: record.qemuVersion, // as QEMU greeted at start
         },
       ]);
+      expect(record.qemuVersion).to.match(/^\d+\.\d+\.\d+$/);
       const stopped = await cli(['stop', VM1], env);
       expect(stopped.exitCode, stopped.stderr).to.equal(0);
       expect(stopped.stdout).to.equal(`stopped ${VM1}\n`);
