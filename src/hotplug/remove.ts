@@ -56,14 +56,16 @@ export async function finishRemoval(ctx: HotplugContext, nic: FoundNic, reason =
   if (nic.tap) await ctx.taps.release({ tap: nic.tap });
   // the tap's qdiscs went with the tap; an ifb must go by hand
   await ctx.network.detach({ ...nic, tap: nic.tap ?? '', bridge: nic.bridge ?? null, tapMac: nic.tapMac ?? '' });
+  // QEMU closes the tap with the netdev (10.0: once the device is gone); give it a moment. Waited
+  // for before the record forgets the NIC: forgetting and NIC_REMOVED go together
+  const tapGone = nic.tap ? (await pollUntil(() => !ctx.host.linkExists(nic.tap!), TAP_CLOSE_MS)) === true : null;
   ctx.record.forgetNic(nic.id);
   ctx.publish('NIC_REMOVED', {
     device: nic.id,
     netdev: nic.netdev,
     tap: nic.tap ?? null,
     mac: nic.mac ?? null,
-    // QEMU closes the tap with the netdev (10.0: once the device is gone); give it a moment
-    tapGone: nic.tap ? (await pollUntil(() => !ctx.host.linkExists(nic.tap!), TAP_CLOSE_MS)) === true : null,
+    tapGone,
     reason,
   });
 }
