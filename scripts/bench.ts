@@ -11,7 +11,7 @@ import { Controller } from '../src/hotplug/controller.js';
 import type { AddResult } from '../src/hotplug/add/transaction.js';
 import { stopVm } from '../src/qemu/launcher.js';
 import { StateStore, type VmRecord } from '../src/qemu/state.js';
-import { CLI, PREFIX, QEMU, ROOT, cleanupAll, makeBridge, smallVm, tempDir } from '../test/helpers/env.js';
+import { CLI, PREFIX, QEMU, ROOT, cleanupAll, makeBridge, smallVm, tempDir, vmName } from '../test/helpers/env.js';
 import { Guest, guestImage } from '../test/helpers/guest.js';
 import { RawQmp } from './bench/raw-qmp.js';
 import { type Libvirt, setupLibvirt } from './bench/libvirt.js';
@@ -33,7 +33,14 @@ const ROUNDS = {
 
 const store = new StateStore(tempDir('bench'));
 let vmCount = 0;
-const freshVm = (bridge: string): Promise<VmRecord> => smallVm(store, `b${vmCount++}`, bridge);
+/** A VM for the library: its QEMU as its own user, its taps made and owned by mq-hotplug. */
+const freshVm = (bridge: string): Promise<VmRecord> => smallVm(store, vmName(`b${vmCount++}`), bridge);
+/**
+ * A VM for the raw baseline: QEMU as root makes each tap from netdev_add's ifname (no owner), as
+ * an operator's script does and as mq-hotplug did before its taps had owners.
+ */
+const baselineVm = (bridge: string): Promise<VmRecord> =>
+  smallVm(store, vmName(`r${vmCount++}`), bridge, { runAs: 'root' });
 const time = async <T>(fn: () => Promise<T>): Promise<[number, T]> => {
   const t = performance.now();
   const v = await fn();
@@ -43,7 +50,7 @@ const time = async <T>(fn: () => Promise<T>): Promise<[number, T]> => {
 /** K NICs into one fresh VM per side, baseline and library interleaved NIC by NIC, `rounds` times. */
 async function perNic(k: number, rounds: number, bridge: string): Promise<void> {
   for (let round = 0; round < rounds; round++) {
-    const [baseVm, libVm] = [await freshVm(bridge), await freshVm(bridge)];
+    const [baseVm, libVm] = [await baselineVm(bridge), await freshVm(bridge)];
     const raw = await RawQmp.connect(baseVm.qmp);
     const lib = await Controller.open({ name: libVm.name, store });
     let baseTotal = 0;
@@ -85,7 +92,7 @@ async function cliFigures(bridge: string, libvirt: Libvirt | undefined): Promise
   const vm = await freshVm(bridge);
   // the single executable (npm run build:sea), where it was built: its own VM, as slots are counted
   const sea = fs.existsSync(SEA) ? await freshVm(bridge) : undefined;
-  const raw = await freshVm(bridge);
+  const raw = await baselineVm(bridge);
   const rawQmp = await RawQmp.connect(raw.qmp);
   const env = { ...process.env, MQ_HOTPLUG_STATE_DIR: store.root };
   for (let i = 0; i < ROUNDS.cli; i++) {
@@ -122,7 +129,7 @@ async function applyFigure(bridge: string): Promise<void> {
   );
   const env = { ...process.env, MQ_HOTPLUG_STATE_DIR: store.root, MQ_HOTPLUG_CONFIG_DIR: `${store.root}-config` };
   for (let round = 0; round < ROUNDS.apply; round++) {
-    const [baseVm, applyVm] = [await freshVm(bridge), await freshVm(bridge)];
+    const [baseVm, applyVm] = [await baselineVm(bridge), await freshVm(bridge)];
     const raw = await RawQmp.connect(baseVm.qmp);
     const doBase = async () => {
       const [ms] = await time(async () => {
@@ -149,7 +156,7 @@ async function applyFigure(bridge: string): Promise<void> {
 async function parallel(bridge: string): Promise<void> {
   for (let round = 0; round < ROUNDS.parallel; round++) {
     for (const side of round % 2 ? ['library', 'baseline'] : ['baseline', 'library']) {
-      const vms = await Promise.all([0, 1, 2, 3].map(() => freshVm(bridge)));
+      const vms = await Promise.all([0, 1, 2, 3].map(() => (side === 'baseline' ? baselineVm : freshVm)(bridge)));
       const [ms] = await time(() =>
         Promise.all(
           vms.map(async (vm) => {
@@ -174,7 +181,7 @@ async function parallel(bridge: string): Promise<void> {
 /** remove with a guest: device_del to DEVICE_DELETED, and the whole remove. */
 async function removeWithGuest(bridge: string): Promise<void> {
   await guestImage();
-  const guest = await Guest.boot({ name: 'bguest', stateDir: store.root, cpus: 2, machine: 'pc', bridge });
+  const guest = await Guest.boot({ name: vmName('bgst'), stateDir: store.root, cpus: 2, machine: 'pc', bridge });
   const vm = await Controller.open({ name: 'bguest', store });
   try {
     for (let i = 0; i < ROUNDS.remove; i++) {

@@ -1,11 +1,11 @@
 /**
  * The main job, end to end, narrated: start a VM with only QMP, hot-plug an 8-queue NIC onto a
  * bridge, show what the guest sees (`ethtool -l eth0`) and what the host sees (the tap's queues),
- * then remove the NIC, stop the VM and delete everything this demo made. Run as root:
+ * then remove the NIC, stop and undefine the VM and delete everything this demo made. Run as root:
  *   npm ci && npm run demo
  */
 import { execa } from 'execa';
-import { cleanupAll, cli, makeBridge, tempDir } from '../test/helpers/env.js';
+import { cleanupAll, cli, makeBridge, tempDir, trackVm } from '../test/helpers/env.js';
 import { Guest, guestImage } from '../test/helpers/guest.js';
 
 const bold = (text: string) => (process.stdout.isTTY ? `\x1b[1m${text}\x1b[0m` : text);
@@ -33,7 +33,7 @@ async function main(): Promise<void> {
   process.stdout.write(
     `$ mq-hotplug start demo --cpus 8 --memory 256M --kernel ... --initrd ... --serial ... --bridge ${bridge}\n`,
   );
-  const guest = await Guest.boot({ name: 'demo', stateDir, cpus: 8, machine: 'pc', bridge });
+  const guest = await Guest.boot({ name: trackVm('demo'), stateDir, cpus: 8, machine: 'pc', bridge });
   process.stdout.write('guest booted: ' + (await guest.waitForLine((l) => l.startsWith('MQH READY'), 1000)) + '\n');
   await run(['vms'], env);
 
@@ -63,9 +63,12 @@ async function main(): Promise<void> {
   );
   await run(['nics', 'demo'], env);
 
-  say('Removing the NIC (device_del, DEVICE_DELETED from the guest, netdev_del) and stopping the VM');
+  say(
+    'Removing the NIC (device_del, DEVICE_DELETED from the guest, netdev_del, its tap), stopping and undefining the VM',
+  );
   await run(['remove', 'demo', added.id], env);
   await run(['stop', 'demo'], env);
+  await run(['undefine', 'demo'], env); // and with its definition goes the user its QEMU ran as
 
   const combined = /^Combined:\s+(\d+)/m.exec(ethtool.output.join('\n'))?.[1];
   say(

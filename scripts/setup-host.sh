@@ -22,4 +22,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup-host: installing ${missing[*]}" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
+# Each VM's QEMU runs as its own user and opens its taps through /dev/net/tun, so every user must
+# be able to open it, as on a stock Debian (0666). That is safe: the taps mq-hotplug makes have an
+# owner, and the kernel refuses an attach to them by any other uid.
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+  echo "setup-host: /dev/net/tun was $(stat -c %a /dev/net/tun); making it 0666, Debian's default, so unprivileged QEMUs can attach their own taps" >&2
+  chmod 0666 /dev/net/tun
+fi
 [ -w /dev/net/tun ] || { echo "setup-host: /dev/net/tun is missing or not writable: taps cannot be made here" >&2; exit 1; }

@@ -77,6 +77,10 @@ export function buildProgram(): Command {
     .option('--qemu <path>', 'QEMU binary (env MQ_HOTPLUG_QEMU)', process.env.MQ_HOTPLUG_QEMU ?? 'qemu-system-x86_64')
     .option('--qemu-arg <arg>', 'extra QEMU argument, passed as is (repeatable)', collect, [])
     .option('--bridge <bridge>', 'default bridge for add')
+    .option(
+      '--run-as <user>',
+      "the user QEMU runs as (default: the VM's own, mqh-<vm>, made on its first start); 'root' only with a warning",
+    )
     .option('--if-not-running', 'a VM that is already running is not an error (for service managers)')
     .option('--json', 'print the VM record as JSON')
     .action(async (vm, opts, cmd) => (await commands()).start(vm, opts, cmd.optsWithGlobals(), givenOptions(cmd)));

@@ -13,6 +13,7 @@ import { checkVmName } from '../host/validate.js';
 import type { GlobalOptions } from './env.js';
 import { pollUntil } from '../util/time.js';
 import { forgetDeadVm } from '../qemu/launcher.js';
+import { DefinitionStore } from '../qemu/definition.js';
 import { writeOut, writeErr } from '../util/write.js';
 
 export interface WatchOptions {
@@ -84,7 +85,8 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
     if (store && o.reconcile) {
       const record = store.read(vm);
       if (record && !qemuAlive(record)) {
-        await forgetDeadVm(store, record); // nothing stale left behind: its ifbs, its serial socket, its state
+        // nothing stale left behind: its taps, ifbs, serial socket and state; its user if it is not defined
+        await forgetDeadVm(store, record, vm, new DefinitionStore(g.configDir));
       }
     }
     if (!o.follow || !store) break;

@@ -87,10 +87,10 @@ export function decideVhost(
   if (usable()) return { vhost: true };
   if (mode === 'on') {
     throw new UsageError(
-      `vhost 'on' needs ${VHOST_NET}, which is missing or not accessible here (${why}); use --vhost auto or off`,
+      `vhost 'on' needs ${VHOST_NET}, which is missing or QEMU's user cannot open it (${why}); use --vhost auto or off`,
     );
   }
-  return { vhost: false, note: `vhost off: ${VHOST_NET} is not available on this host` };
+  return { vhost: false, note: `vhost off: ${VHOST_NET} is missing or QEMU's user cannot open it` };
 }
 
 /** The bridge a link is enslaved to, from sysfs (`master` link), or undefined. */

@@ -15,7 +15,10 @@ import {
   showLink,
   showLinks,
   vhostNetUsable,
+  VHOST_NET,
 } from '../host/ip.js';
+import { readTap } from '../host/tap.js';
+import { type Credentials, whyCannotOpen } from '../host/users.js';
 import { showQdiscs, tcBatch, tcBinary } from '../host/tc.js';
 import type { NicDefinition, NicRecord, NicState } from '../model/nic.js';
 import type { DefinitionStore } from '../qemu/definition.js';
@@ -120,9 +123,11 @@ export class LinuxHost implements HostPort {
   readonly showLinks = showLinks;
   readonly showLink = showLink;
 
-  vhostNetUsable(): boolean {
-    return vhostNetUsable();
+  vhostNetUsable(who: Credentials): boolean {
+    return vhostNetUsable() && whyCannotOpen(who, VHOST_NET, 'rw') === undefined;
   }
+
+  readonly readTap = readTap;
 
   ip(argv: string[]): Promise<void> {
     return this.batch.run(argv);

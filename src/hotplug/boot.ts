@@ -6,7 +6,7 @@
  * names the NIC; nothing is left running half-made.
  */
 import { type NicDefinition, requestOfDefinition } from '../model/nic.js';
-import type { VmDefinition } from '../qemu/definition.js';
+import type { DefinitionStore, VmDefinition } from '../qemu/definition.js';
 import { StartError, startVm, stopVm } from '../qemu/launcher.js';
 import type { StateStore, VmRecord } from '../qemu/state.js';
 import { type AddResult, addNic } from './add/transaction.js';
@@ -22,13 +22,15 @@ export async function startDefined(
   store: StateStore,
   def: VmDefinition,
   open: () => Promise<OpenedVm>,
+  definitions?: DefinitionStore,
 ): Promise<{ record: VmRecord; nics: AddResult[] }> {
+  const stop = () => stopVm(store, def.name, undefined, definitions).catch(() => {});
   return store.withLock(def.name, async () => {
     const paused = def.nics.length > 0;
-    const record = await startVm(store, def.spec, { paused });
+    const record = await startVm(store, def.spec, { paused, definitions });
     if (!paused) return { record, nics: [] };
     const vm = await open().catch(async (e: unknown) => {
-      await stopVm(store, def.name).catch(() => {});
+      await stop();
       throw e;
     });
     const nics: AddResult[] = [];
@@ -41,7 +43,7 @@ export async function startDefined(
       await vm.context.qmp.execute('cont');
     } catch (e) {
       await vm.close();
-      await stopVm(store, def.name).catch(() => {});
+      await stop();
       throw new StartError(
         `VM '${def.name}' was stopped again: its saved NIC '${current?.id}' could not be plugged (${(e as Error).message})`,
         { cause: e },

@@ -12,6 +12,8 @@
  */
 import { Observable, type Subscription, Subject, map, merge, share } from 'rxjs';
 import type { LinkInfo } from '../host/ip.js';
+import type { TapInfo } from '../host/tap.js';
+import { type Credentials, ROOT } from '../host/users.js';
 import type { Qdisc } from '../host/tc.js';
 import type { NicDefinition, NicRecord, NicState } from '../model/nic.js';
 import { type QmpEvent, nowTimestamp } from '../qmp/messages.js';
@@ -22,7 +24,7 @@ import { startBridging } from './bridging.js';
 import type { ControllerEvent, ControllerEventData, ControllerEventName, Publish, VmEvent } from './events.js';
 import type { NetworkBackend } from './network/backend.js';
 import { LinuxBridge } from './network/linux-bridge.js';
-import { type TapSource, qemuMadeTap } from './network/tap-source.js';
+import { OwnedTap, type TapSource } from './network/tap-source.js';
 
 /** The VM's control monitor. */
 export interface QmpPort {
@@ -67,7 +69,10 @@ export interface HostPort {
   /** A tun/tap device's flags (IFF_*), or undefined when the link is not one. */
   tunFlags(name: string): number | undefined;
   isBridge(name: string): boolean;
-  vhostNetUsable(): boolean;
+  /** /dev/vhost-net opens, and `who` (QEMU's credentials) may open it. */
+  vhostNetUsable(who: Credentials): boolean;
+  /** A tap's owner and mark (host/tap.ts), or undefined when the link is not a tun/tap. */
+  readTap(name: string): TapInfo | undefined;
   /** MAC, MTU, master and up from sysfs, no exec (multiQueue and queue counts need showLink). */
   readLink(name: string): LinkInfo | undefined;
   showLinks(): Promise<Map<string, LinkInfo>>;
@@ -96,7 +101,11 @@ export interface ContextParts {
   host: HostPort;
   /** Default: the Linux bridge on `host`. */
   network?: NetworkBackend;
-  /** Default: QEMU makes the tap. */
+  /** Who the VM's QEMU runs as (default root): its taps are owned by it, vhost is judged for it. */
+  qemuUser?: Credentials;
+  /** Names the VM on this host, in the mark of its taps (default: the VM's name). */
+  vmKey?: string;
+  /** Default: taps made by mq-hotplug, owned by qemuUser's uid. */
   taps?: TapSource;
   /** Where each controller event goes besides the stream (the VM's event log, for other processes). */
   log?: (event: ControllerEvent) => void;
@@ -109,6 +118,8 @@ export class HotplugContext {
   readonly host: HostPort;
   readonly network: NetworkBackend;
   readonly taps: TapSource;
+  /** Who the VM's QEMU runs as. */
+  readonly qemuUser: Credentials;
   /** What this QEMU does differently (qemu/capabilities.ts). */
   readonly qemu: QemuCapabilities;
   /** QEMU's events and the controller's, hot and shared. */
@@ -121,7 +132,8 @@ export class HotplugContext {
   private constructor(parts: ContextParts) {
     ({ vm: this.vm, qmp: this.qmp, record: this.record, host: this.host } = parts);
     this.network = parts.network ?? new LinuxBridge(parts.host);
-    this.taps = parts.taps ?? qemuMadeTap;
+    this.qemuUser = parts.qemuUser ?? ROOT;
+    this.taps = parts.taps ?? new OwnedTap(parts.host, this.qemuUser.uid, parts.vmKey ?? parts.vm);
     this.qemu = capabilitiesOf(parts.qmp.version);
     const qemu$ = parts.qemuEvents$.pipe(map((e): VmEvent => ({ ...e, source: 'qemu' })));
     this.events$ = merge(qemu$, this.own).pipe(deliverOutsideLocks(), share());

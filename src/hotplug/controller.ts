@@ -9,7 +9,10 @@
  *   await vm.addNic({ queues: 8, bridge: 'br0' });
  *   await vm.close();
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Observable, Subscription } from 'rxjs';
+import { type Credentials, ROOT } from '../host/users.js';
 import { QmpClient } from '../qmp/client.js';
 import { DefinitionStore } from '../qemu/definition.js';
 import { StateError, StateStore, qemuAlive } from '../qemu/state.js';
@@ -50,7 +53,8 @@ export class Controller {
     readonly name: string,
     private readonly host: LinuxHost,
     store: StateStore | undefined,
-    definitions?: DefinitionStore,
+    definitions: DefinitionStore | undefined,
+    qemu: { user: Credentials; vmKey: string },
   ) {
     this.context = HotplugContext.open({
       vm: name,
@@ -58,6 +62,8 @@ export class Controller {
       qemuEvents$: qmp.events$,
       record: store ? new StoredRecord(store, name, definitions) : new UnrecordedVm(),
       host,
+      qemuUser: qemu.user,
+      vmKey: qemu.vmKey,
       // to the VM's event log too, for watchers in other processes
       log: store ? (e) => store.appendEvent(name, { ...e, vm: name }) : undefined,
     });
@@ -68,6 +74,7 @@ export class Controller {
     const store = options.qmp ? undefined : (options.store ?? new StateStore());
     let target = options.qmp;
     const name = options.name ?? options.qmp ?? '';
+    let user: Credentials | undefined;
     if (!target) {
       checkVmName(name);
       const record = store!.read(name);
@@ -77,6 +84,7 @@ export class Controller {
           `VM '${name}' is not running (its QEMU, pid ${record.pid}, is gone); 'mq-hotplug stop ${name}' cleans up`,
         );
       target = options.monitor === 'events' ? record.eventsQmp : record.qmp;
+      user = record.user ?? ROOT; // a record from before users were kept: QEMU ran as root
     }
     const host = new LinuxHost(); // its batch ip starts with the first change, not for read-only commands
     let qmp: QmpClient;
@@ -90,7 +98,13 @@ export class Controller {
       host.close();
       throw e;
     }
-    return new Controller(qmp, name, host, store, store ? (options.definitions ?? new DefinitionStore()) : undefined);
+    const qemu = {
+      // a QEMU given by --qmp: it made its socket, so the socket's owner is who it runs as
+      user: user ?? socketOwner(target),
+      vmKey: store ? store.vmDir(name) : path.resolve(target),
+    };
+    const definitions = store ? (options.definitions ?? new DefinitionStore()) : undefined;
+    return new Controller(qmp, name, host, store, definitions, qemu);
   }
 
   /** Publishes a controller event here and to the VM's event log (for watchers in other processes). */
@@ -132,4 +146,10 @@ export class Controller {
     this.context.close();
     await this.qmp.close();
   }
+}
+
+/** Who made a socket (its owner's uid and gid): for a QEMU's own QMP socket, who QEMU runs as. */
+function socketOwner(socket: string): Credentials {
+  const st = fs.statSync(socket);
+  return { uid: st.uid, gid: st.gid, groups: [] };
 }

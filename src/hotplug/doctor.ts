@@ -1,10 +1,17 @@
 /**
- * What `doctor` checks on the host: QEMU, /dev/net/tun, vhost-net, KVM, ip and the bridges. Each
- * probe says ok, warn or fail with one line of detail; a fail means hot-plug cannot work here.
+ * What `doctor` checks on the host: QEMU, /dev/net/tun, vhost-net, KVM, ip and the bridges, and
+ * what a VM's own user (a uid that owns nothing, in no group: what `start` makes) can open of
+ * them, and the tools that make such a user and start QEMU as it. Each probe says ok, warn or fail
+ * with one line of detail; a fail means hot-plug cannot work here.
  */
 import fs from 'node:fs';
-import { ip, vhostNetUsable } from '../host/ip.js';
+import { findBinary, ip, vhostNetUsable, VHOST_NET } from '../host/ip.js';
+import { TUN_DEVICE } from '../host/tap.js';
+import { type Credentials, whyCannotOpen } from '../host/users.js';
 import { checkKvm } from '../qemu/accel.js';
+
+/** A uid and gid no file belongs to: what a VM's fresh user is to the host's device nodes. */
+const A_VM_USER: Credentials = { uid: 0x7ffffffe, gid: 0x7ffffffe, groups: [] };
 
 export interface Check {
   check: string;
@@ -20,6 +27,10 @@ export interface Probes {
   kvm(): { usable: boolean; reason: string };
   /** Names of the host's Linux bridges (throws when ip cannot run). */
   bridges(): Promise<string[]>;
+  /** Why a VM's own user cannot open the path, or undefined when it can. */
+  vmUserCannot(path: string): string | undefined;
+  /** Whether a program is on PATH. */
+  found(program: string): boolean;
 }
 
 export const hostProbes: Probes = {
@@ -36,6 +47,8 @@ export const hostProbes: Probes = {
   kvm: checkKvm,
   bridges: async () =>
     (JSON.parse(await ip(['-j', 'link', 'show', 'type', 'bridge'])) as { ifname: string }[]).map((b) => b.ifname),
+  vmUserCannot: (path) => whyCannotOpen(A_VM_USER, path, 'rw'),
+  found: (program) => findBinary(program) !== undefined,
 };
 
 export async function probeHost(qemu: string, probes: Probes = hostProbes): Promise<Check[]> {
@@ -46,16 +59,34 @@ export async function probeHost(qemu: string, probes: Probes = hostProbes): Prom
     checks.push({ check: 'qemu', status: 'fail', detail: `${qemu} not found (apt-get install qemu-system-x86)` });
   }
   const tun = probes.tunUsable();
+  const tunForVm = tun ? probes.vmUserCannot(TUN_DEVICE) : undefined;
   checks.push({
-    check: '/dev/net/tun',
-    status: tun ? 'ok' : 'fail',
-    detail: tun ? 'usable' : 'missing or not accessible: taps cannot be made',
+    check: TUN_DEVICE,
+    status: !tun || tunForVm ? 'fail' : 'ok',
+    detail: !tun
+      ? 'missing or not accessible: taps cannot be made'
+      : tunForVm
+        ? `a VM's own user cannot open it (${tunForVm}): chmod 0666 ${TUN_DEVICE}, Debian's default (mq-hotplug's taps have owners), or --run-as root`
+        : "usable, by root and by each VM's own user (taps are owned, so no other uid can attach to them)",
   });
   const vhost = probes.vhostNetUsable();
+  const vhostForVm = vhost ? probes.vmUserCannot(VHOST_NET) : undefined;
   checks.push({
-    check: '/dev/vhost-net',
-    status: vhost ? 'ok' : 'warn',
-    detail: vhost ? 'usable: --vhost auto turns vhost on' : 'missing: NICs run without vhost (--vhost on is refused)',
+    check: VHOST_NET,
+    status: vhost && !vhostForVm ? 'ok' : 'warn',
+    detail: !vhost
+      ? 'missing: NICs run without vhost (--vhost on is refused)'
+      : vhostForVm
+        ? `a VM's own user cannot open it (${vhostForVm}): its NICs run without vhost`
+        : "usable, also by a VM's own user: --vhost auto turns vhost on",
+  });
+  const tools = ['useradd', 'userdel', 'setpriv'].filter((t) => !probes.found(t));
+  checks.push({
+    check: 'vm users',
+    status: tools.length ? 'fail' : 'ok',
+    detail: tools.length
+      ? `${tools.join(', ')} not found: each VM's QEMU runs as its own user (install passwd and util-linux), or --run-as root`
+      : "useradd and setpriv found: each VM's QEMU runs as its own user, in a seccomp sandbox",
   });
   const kvm = probes.kvm();
   checks.push({

@@ -26,6 +26,8 @@ export interface NicView {
   guestMtu: number | null;
   rate: number | null;
   linkUp: boolean | null;
+  /** The uid the tap lets attach (its owner): QEMU's; null where it has none (anyone may) or is gone. */
+  owner: number | null;
   state: 'adding' | 'active' | 'unplug-pending' | 'unrecorded' | 'missing';
   drift: string[];
 }
@@ -58,6 +60,10 @@ export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
     if (rec) drift.push(...ctx.network.drift(rec, link, seen));
     else if (link && !link.up) drift.push('tap is down');
     if (nic.vectors === 0) drift.push('MSI-X off (vectors 0)');
+    const tapInfo = link ? ctx.host.readTap(tapName!) : undefined;
+    if (tapInfo && tapInfo.owner === undefined) drift.push('tap has no owner: any user can attach a queue to it');
+    else if (tapInfo?.owner !== undefined && tapInfo.owner !== ctx.qemuUser.uid)
+      drift.push(`tap owned by uid ${tapInfo.owner}, not by QEMU's (uid ${ctx.qemuUser.uid})`);
     const total = link?.numQueues !== undefined ? link.numQueues + (link.numDisabled ?? 0) : undefined;
     views.push({
       id: nic.id,
@@ -75,6 +81,7 @@ export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
       guestMtu: rec?.guestMtu ?? null,
       rate: rec?.rate ?? null,
       linkUp: link?.up ?? null,
+      owner: tapInfo?.owner ?? null,
       state: rec ? rec.state : 'unrecorded',
       drift,
     });
@@ -96,6 +103,7 @@ export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
       guestMtu: rec.guestMtu ?? null,
       rate: rec.rate ?? null,
       linkUp: null,
+      owner: null,
       state: 'missing',
       drift: ['recorded but not in the VM'],
     });

@@ -14,6 +14,7 @@ import { isBridge } from '../host/ip.js';
 import { checkVmName } from '../host/validate.js';
 import { DEFINITION_VERSION, type DefinitionStore, type StartRequest } from '../qemu/definition.js';
 import { type StateStore, type VmRecord, qemuAlive } from '../qemu/state.js';
+import { deleteVmUser } from '../qemu/vm-user.js';
 import type { AddResult } from './add/transaction.js';
 import { LinuxHost } from './adapters.js';
 import { type ApplyResult, type NicWanted, applyDefinition, applyLive } from './apply.js';
@@ -89,11 +90,13 @@ export async function startByName(
     store,
     { version: DEFINITION_VERSION, name: vm, spec, nics: saved?.nics ?? [] },
     () => Controller.open({ name: vm, store, definitions }),
+    definitions,
   );
-  // saved after the start worked: a start that failed changes nothing
-  if (saved) definitions.update(vm, (d) => (d.spec = spec));
-  else definitions.write({ version: DEFINITION_VERSION, name: vm, spec, nics: [] });
-  return { started: true, record: { ...record, nics: store.read(vm)?.nics ?? record.nics }, nics, spec };
+  // saved after the start worked: a start that failed changes nothing. The user QEMU ran as is kept.
+  const kept: StartRequest = { ...spec, ...(record.user ? { runAs: record.user.name } : {}) };
+  if (saved) definitions.update(vm, (d) => (d.spec = kept));
+  else definitions.write({ version: DEFINITION_VERSION, name: vm, spec: kept, nics: [] });
+  return { started: true, record: { ...record, nics: store.read(vm)?.nics ?? record.nics }, nics, spec: kept };
 }
 
 /** Applies a NIC spec to a VM by name: live where it runs, else to its definition (see apply.ts). */
@@ -131,8 +134,10 @@ export async function undefineVm({ store, definitions }: Stores, vm: string): Pr
   return store.withLock(vm, async () => {
     if (runningRecord(store, vm))
       throw new UsageError(`VM '${vm}' is running; stop it first ('mq-hotplug stop ${vm}'), then undefine it`);
+    const def = definitions.read(vm);
     if (!definitions.remove(vm))
       throw new UsageError(`VM '${vm}' has no definition in ${definitions.root} (see 'mq-hotplug vms')`);
+    await deleteVmUser(vm, def?.spec.runAs); // the VM's own user goes with it (a user it was only given stays)
     return definitions.file(vm);
   });
 }

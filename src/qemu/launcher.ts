@@ -4,6 +4,7 @@
  * start it throws QEMU's own words and leaves no state behind.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { execa } from 'execa';
 import { QmpClient } from '../qmp/client.js';
 import { QmpBusyError, QmpError } from '../qmp/errors.js';
@@ -12,9 +13,14 @@ import { type QemuVersion, capabilitiesOf } from './capabilities.js';
 import type { StartRequest } from './definition.js';
 import { type VmSpec, qemuArgv } from './spec.js';
 import { STATE_VERSION, StateError, StateStore, type VmRecord, pidAlive, qemuAlive } from './state.js';
+import { DefinitionStore } from './definition.js';
+import { type QemuUser, deleteVmUser, kvmGroups, resolveQemuUser, runAsArgv } from './vm-user.js';
 import { deleteLink, linkExists } from '../host/ip.js';
+import { TUN_DEVICE, readTap, tapIsOurs, tapMark, tapsMarked } from '../host/tap.js';
+import { type Access, whyCannotOpen } from '../host/users.js';
 import { checkVmName } from '../host/validate.js';
-import { MqHotplugError } from '../errors.js';
+import { MqHotplugError, UsageError } from '../errors.js';
+
 import { monotonicMs, pollUntil, within } from '../util/time.js';
 
 export class StartError extends MqHotplugError {
@@ -27,14 +33,19 @@ export interface StartOptions {
   /** Start with the CPUs stopped (-S): NICs can be plugged before the guest runs; `cont` starts it. */
   paused?: boolean;
   readyTimeoutMs?: number;
+  /** The tun device QEMU's user must open (its taps are attached through it). */
+  tunDevice?: string;
+  /** Where definitions live: a start that fails deletes a user it made only for a VM without one. */
+  definitions?: DefinitionStore;
 }
 
 export async function startVm(
   store: StateStore,
   request: StartRequest,
-  { paused = false, readyTimeoutMs = 30_000 }: StartOptions = {},
+  { paused = false, readyTimeoutMs = 30_000, tunDevice = TUN_DEVICE, definitions }: StartOptions = {},
 ): Promise<VmRecord> {
   checkVmName(request.name);
+  store.prepareRoot(); // a refused state directory is the first thing said
   const existing = store.readIfValid(request.name); // unreadable or from another version: replaced below
   if (existing && qemuAlive(existing)) {
     throw new StartError(
@@ -45,8 +56,28 @@ export async function startVm(
 
   const { accel, reason } = resolveAccel(request.accel);
   const spec: VmSpec = { ...request, accel };
-  const paths = store.createVmDir(spec.name);
+  checkSerialPath(spec.serial);
+  const { user, madeNow } = await resolveQemuUser(spec.name, spec.runAs, kvmGroups(accel));
+  try {
+    checkQemuCanOpen(user, spec, store.root, tunDevice);
+    return await launch(store, spec, user, reason, { paused, readyTimeoutMs });
+  } catch (e) {
+    // a user made for this start goes with it, unless the VM is defined (its definition keeps it)
+    if (madeNow && !(definitions ?? new DefinitionStore()).read(spec.name)) await deleteVmUser(spec.name, user.name);
+    throw e;
+  }
+}
+
+async function launch(
+  store: StateStore,
+  spec: VmSpec,
+  user: QemuUser,
+  accelReason: string,
+  { paused, readyTimeoutMs }: { paused: boolean; readyTimeoutMs: number },
+): Promise<VmRecord> {
+  const paths = store.createVmDir(spec.name, user);
   const argv = [spec.qemu, ...qemuArgv(spec, paths), ...(paused ? ['-S'] : [])];
+  const command = runAsArgv(user, argv);
 
   const logFd = fs.openSync(
     paths.log,
@@ -56,7 +87,7 @@ export async function startVm(
   const oldMask = process.umask(0o077); // QEMU creates its sockets 0600
   let child;
   try {
-    child = execa(argv[0]!, argv.slice(1), {
+    child = execa(command[0]!, command.slice(1), {
       detached: true,
       cleanup: false,
       reject: false,
@@ -76,9 +107,10 @@ export async function startVm(
   child.catch(() => {});
 
   try {
-    if (child.pid === undefined) throw new StartError(`cannot run '${spec.qemu}': ${await exited}`);
+    if (child.pid === undefined) throw new StartError(`cannot run '${command[0]}': ${await exited}`);
     const version = await waitForMonitor(paths.qmp, exited, readyTimeoutMs);
     for (const sock of [paths.qmp, paths.eventsQmp]) fs.chmodSync(sock, 0o600);
+    if (spec.serial) linkSerial(spec.serial, paths.serialSocket);
     const record: VmRecord = {
       version: STATE_VERSION,
       name: spec.name,
@@ -86,8 +118,9 @@ export async function startVm(
       argv,
       pid: child.pid,
       startedAt: new Date().toISOString(),
-      accelReason: reason,
+      accelReason,
       qemuVersion: capabilitiesOf(version).version,
+      user,
       ...paths,
       nics: [],
     };
@@ -98,8 +131,73 @@ export async function startVm(
     if (child.pid !== undefined && pidAlive(child.pid)) process.kill(child.pid, 'SIGKILL');
     const log = readTail(paths.log);
     store.remove(spec.name);
+    if (spec.serial) removeSerialLink(spec.serial);
     if (e instanceof StartError && log) throw new StartError(`QEMU failed to start: ${log}`);
     throw e;
+  }
+}
+
+/**
+ * What QEMU's user must open, checked before anything is made: the tun device, the disks (read and
+ * write), kernel and initrd, and the way to its directory in the state root. One line names the
+ * first it cannot, and what to do; nothing is changed for it (no chown behind the user's back).
+ */
+function checkQemuCanOpen(user: QemuUser, spec: VmSpec, stateRoot: string, tunDevice: string): void {
+  const who = `${user.name} (uid ${user.uid}), the user QEMU of VM '${spec.name}' runs as`;
+  const tun = whyCannotOpen(user, tunDevice, 'rw');
+  if (tun)
+    throw new UsageError(
+      `${tunDevice} cannot be opened by ${who} (${tun}): QEMU opens its taps through it; make it 0666, ` +
+        `as Debian ships it (chmod 0666 ${tunDevice}: taps mq-hotplug makes have an owner, so no other user ` +
+        `can attach to them), or start with --run-as root`,
+    );
+  const files: [string, string | undefined, Access][] = [
+    ['kernel', spec.kernel, 'r'],
+    ['initrd', spec.initrd, 'r'],
+    ...spec.disks.map((d): [string, string, Access] => ['disk', d, 'rw']),
+  ];
+  for (const [what, file, access] of files) {
+    const why = file === undefined ? undefined : whyCannotOpen(user, file, access);
+    if (why)
+      throw new UsageError(
+        `${what} '${file}' cannot be opened ${access === 'rw' ? 'read-write' : 'for reading'} by ${who} (${why}); ` +
+          `give that user access (chown ${user.name}, chgrp or chmod, or setfacl -m u:${user.name}:${access}), or start with --run-as USER`,
+      );
+  }
+  const root = whyCannotOpen(user, path.dirname(path.resolve(stateRoot)), 'traverse');
+  if (root)
+    throw new UsageError(
+      `state directory ${stateRoot} cannot be reached by ${who} (${root}); its sockets live there: ` +
+        `let it through (chmod o+x on that directory) or use another MQ_HOTPLUG_STATE_DIR`,
+    );
+}
+
+/** --serial PATH: a link to the socket in QEMU's directory; refused where PATH holds anything but an old one. */
+function checkSerialPath(serial: string | undefined): void {
+  if (serial === undefined) return;
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(serial);
+  } catch {
+    return;
+  }
+  if (!st.isSymbolicLink() && !st.isSocket())
+    throw new UsageError(
+      `serial socket path '${serial}' is taken by a file that is not a socket; pick another --serial`,
+    );
+}
+
+function linkSerial(serial: string, socket: string): void {
+  removeSerialLink(serial);
+  fs.symlinkSync(socket, serial);
+}
+
+function removeSerialLink(serial: string): void {
+  try {
+    const st = fs.lstatSync(serial);
+    if (st.isSymbolicLink() || st.isSocket()) fs.unlinkSync(serial);
+  } catch {
+    // nothing there
   }
 }
 
@@ -141,30 +239,44 @@ export interface StopResult {
 }
 
 /**
- * Forgets a VM whose QEMU is gone: what its NICs left on the host (QEMU's taps went with it, the
- * ifb devices of rate limits did not), its serial socket, and its runtime state. The one cleanup
- * for stop, a dead VM seen by watch or the agent, and a start over stale state.
+ * Forgets a VM whose QEMU is gone: what its NICs left on the host (its taps, persistent, and the
+ * ifbs of rate limits: every tap with its mark, recorded or not), its serial link, its runtime
+ * state, and, given `definitions`, the VM's own user where the VM has no definition. The one
+ * cleanup for stop, a dead VM seen by watch or the agent, and a start over stale state.
  */
 export async function forgetDeadVm(
   store: StateStore,
   record: VmRecord | undefined,
   name = record?.name,
+  definitions?: DefinitionStore,
 ): Promise<void> {
+  const mark = name ? tapMark(store.vmDir(name)) : undefined;
+  if (mark) for (const tap of tapsMarked(mark)) await deleteLink(tap).catch(() => {});
   for (const nic of record?.nics ?? []) {
+    // an add that died between making its tap and marking it
+    const unfinished = { owner: record?.user?.uid ?? 0 };
+    if (mark && nic.state === 'adding' && tapIsOurs(readTap(nic.tap), mark, unfinished))
+      await deleteLink(nic.tap).catch(() => {});
     if (nic.ifb && linkExists(nic.ifb)) await deleteLink(nic.ifb).catch(() => {});
   }
-  if (record?.spec.serial) fs.rmSync(record.spec.serial, { force: true });
+  if (record?.spec.serial) removeSerialLink(record.spec.serial);
   if (name) store.remove(name);
+  if (name && definitions && !definitions.read(name) && record?.user?.made) await deleteVmUser(name, record.user.name);
 }
 
 /**
  * `quit` over QMP, wait for the monitor's EOF, then signals. The EOF comes at once; a daemonized
  * QEMU's pid can take over a second to vanish where PID 1 reaps orphans late (measured ~1.2 s).
  */
-export async function stopVm(store: StateStore, name: string, timeoutMs = 10_000): Promise<StopResult> {
+export async function stopVm(
+  store: StateStore,
+  name: string,
+  timeoutMs = 10_000,
+  definitions = new DefinitionStore(),
+): Promise<StopResult> {
   const record = store.read(name);
   if (!record) throw new StateError(`no VM named '${name}' in ${store.root}`);
-  const cleanup = () => forgetDeadVm(store, record, name);
+  const cleanup = () => forgetDeadVm(store, record, name, definitions);
   if (!qemuAlive(record)) {
     await cleanup();
     return { name, how: 'already-dead' };

@@ -24,15 +24,26 @@ export interface VmSpec {
   qemuArgs: string[];
   /** Default bridge for `add`. */
   bridge?: string;
+  /** The user QEMU runs as: a user's name, or 'root'; absent: the VM's own user (qemu/vm-user.ts). */
+  runAs?: string;
 }
 
 export interface VmPaths {
   dir: string;
+  /** QEMU's own directory (its user owns it): the sockets QEMU makes, and the serial log it writes */
+  qemuDir: string;
   qmp: string;
   eventsQmp: string;
   log: string;
+  serialSocket: string;
   serialLog: string;
 }
+
+/**
+ * QEMU's seccomp sandbox, as libvirt sets it: no obsolete syscalls, no setuid and friends, no
+ * fork/exec (so no ifup scripts: taps are made beforehand), no changes to scheduling or affinity.
+ */
+export const SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
 
 /** Root port ids on q35: mqh-port0..N-1; `add` plugs one device into each. */
 export const rootPortId = (i: number) => `mqh-port${i}`;
@@ -51,6 +62,8 @@ export function qemuArgv(spec: VmSpec, paths: VmPaths): string[] {
     '-no-user-config',
     '-display',
     'none',
+    '-sandbox',
+    SANDBOX,
     // Two monitors: one for one-shot commands (add/remove), one for a long-running watcher.
     '-qmp',
     `unix:${paths.qmp},server=on,wait=off`,
@@ -66,7 +79,8 @@ export function qemuArgv(spec: VmSpec, paths: VmPaths): string[] {
   if (spec.serial) {
     args.push(
       '-chardev',
-      `socket,id=serial0,path=${spec.serial.replaceAll(',', ',,')},server=on,wait=off,logfile=${paths.serialLog}`,
+      // in QEMU's directory, where its user can make it; spec.serial becomes a link to it (launcher.ts)
+      `socket,id=serial0,path=${paths.serialSocket.replaceAll(',', ',,')},server=on,wait=off,logfile=${paths.serialLog.replaceAll(',', ',,')}`,
       '-serial',
       'chardev:serial0',
     );

@@ -1,12 +1,16 @@
 /**
- * The state directory: one folder per VM, root-only. Layout of <root>/<vm>/:
- *   vm.json      the VM record (spec, argv, pid, sockets, NICs), written atomically
- *   qmp.sock     control monitor (add, remove, nics, stop)
- *   events.sock  events monitor (watch, agent)
- *   events.jsonl the controller's own events, appended, so a watcher in another process sees them
- *   qemu.log     QEMU's stdout and stderr
- * Directories are 0700 and files 0600; nothing is created through a symlink, and a root owned by
- * another user or writable by others is refused.
+ * The state directory: one folder per VM. Layout of <root>/<vm>/:
+ *   vm.json           the VM record (spec, argv, pid, user, sockets, NICs), written atomically
+ *   events.jsonl      the controller's own events, appended, so a watcher in another process sees them
+ *   qemu.log          QEMU's stdout and stderr (opened by mq-hotplug)
+ *   qemu/             QEMU's own directory, 0700, owned by the user QEMU runs as:
+ *     qmp.sock        control monitor (add, remove, nics, stop)
+ *     events.sock     events monitor (watch, agent)
+ *     serial.sock, serial.log   the guest's console, where asked for
+ * mq-hotplug's files are root's, 0600. The root and each VM's folder are 0711: QEMU's user can pass
+ * through them to its own directory, no one but root can list them or read what is in them.
+ * Nothing is created through a symlink, and a root owned by another user or writable by others is
+ * refused.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -16,6 +20,7 @@ import { appendLine } from './eventlog.js';
 import { lockKey, withVmLock } from './lock.js';
 import { type NicRecord, recordNicFromJson } from '../model/nic.js';
 import type { VmPaths, VmSpec } from './spec.js';
+import type { QemuUser } from './vm-user.js';
 
 export { StateError };
 export type { NicRecord };
@@ -32,6 +37,8 @@ export interface VmRecord extends VmPaths {
   accelReason: string;
   /** QEMU's version from its greeting at start ("7.2.22"); absent in records from before it was kept */
   qemuVersion?: string;
+  /** Who QEMU runs as; absent in records from before it was kept (root) */
+  user?: QemuUser;
   nics: NicRecord[];
 }
 
@@ -40,13 +47,13 @@ export function defaultStateRoot(): string {
 }
 
 /** Creates (or checks) a root-only directory; refuses symlinks, foreign owners and loose modes. */
-export function ensurePrivateDir(dir: string): void {
+export function ensurePrivateDir(dir: string, mode = 0o700): void {
   try {
-    fs.mkdirSync(dir, { mode: 0o700 });
+    fs.mkdirSync(dir, { mode });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
       ensurePrivateDir(path.dirname(dir)); // parent first, then this one
-      return ensurePrivateDir(dir);
+      return ensurePrivateDir(dir, mode);
     }
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
   }
@@ -54,8 +61,11 @@ export function ensurePrivateDir(dir: string): void {
   if (!st.isDirectory())
     throw new StateError(`state directory ${dir} is not a directory (a symlink or file is refused)`);
   refuseIfNotOurs(st, `state directory ${dir}`);
-  if (st.mode & 0o077) fs.chmodSync(dir, 0o700);
+  if ((st.mode & 0o777) !== mode) fs.chmodSync(dir, mode);
 }
+
+/** Directories QEMU's user passes through (enter, not list) on the way to its own. */
+const PASS_THROUGH = 0o711;
 
 /** Refuses a file or directory that another uid owns or others can write: someone could have planted it. */
 export function refuseIfNotOurs(st: fs.Stats, what: string): void {
@@ -74,20 +84,32 @@ export class StateStore {
 
   paths(name: string): VmPaths {
     const dir = this.vmDir(name);
+    const qemuDir = path.join(dir, 'qemu');
     return {
       dir,
-      qmp: path.join(dir, 'qmp.sock'),
-      eventsQmp: path.join(dir, 'events.sock'),
+      qemuDir,
+      qmp: path.join(qemuDir, 'qmp.sock'),
+      eventsQmp: path.join(qemuDir, 'events.sock'),
       log: path.join(dir, 'qemu.log'),
-      serialLog: path.join(dir, 'serial.log'),
+      serialSocket: path.join(qemuDir, 'serial.sock'),
+      serialLog: path.join(qemuDir, 'serial.log'),
     };
   }
 
-  /** Creates the VM's directory; fails if a record already exists there. */
-  createVmDir(name: string): VmPaths {
-    ensurePrivateDir(this.root);
-    ensurePrivateDir(this.vmDir(name));
-    return this.paths(name);
+  /** Creates (or checks) the root: refused where it is a symlink, another user's or writable by others. */
+  prepareRoot(): void {
+    ensurePrivateDir(this.root, PASS_THROUGH);
+  }
+
+  /** Creates the VM's directories, QEMU's own owned by `owner` (emptied of what an earlier QEMU left). */
+  createVmDir(name: string, owner: { uid: number; gid: number } = { uid: 0, gid: 0 }): VmPaths {
+    ensurePrivateDir(this.root, PASS_THROUGH);
+    ensurePrivateDir(this.vmDir(name), PASS_THROUGH);
+    const paths = this.paths(name);
+    fs.rmSync(paths.qemuDir, { recursive: true, force: true });
+    fs.mkdirSync(paths.qemuDir, { mode: 0o700 });
+    fs.chownSync(paths.qemuDir, owner.uid, owner.gid);
+    return paths;
   }
 
   read(name: string): VmRecord | undefined {

@@ -51,7 +51,7 @@ describe('proof in a real guest (TCG)', function () {
 
   for (const machine of ['pc', 'q35'] as const) {
     it(`${machine}, 8 vCPUs: an 8-queue NIC shows 8 combined channels and 8+8 queue interrupts; the tap has 8 active queues`, async () => {
-      guest = await Guest.boot({ name: `g${machine}`, stateDir: tempDir(), cpus: 8, machine, bridge });
+      guest = await Guest.boot({ name: vmName(`g${machine}`), stateDir: tempDir(), cpus: 8, machine, bridge });
       const nic = await guest.add(['--queues', '8', '--wait-guest', '30']);
       expect(nic).to.deep.include({ queues: 8, vectors: 18, bridge, guestReady: true });
       const seen = await guest.waitFor(() => {
@@ -130,7 +130,9 @@ describe('proof in a real guest (TCG)', function () {
     try {
       const { plan, error: err } = await addOntoVanishingBridge(vm, bridge);
       expect(err).to.be.instanceOf(HotplugError);
-      expect((err as Error).message).to.match(/; undone: device nic0 deleted, netdev nd-nic0 deleted, tap \S+ gone$/);
+      expect((err as Error).message).to.match(
+        /; undone: device nic0 deleted, netdev nd-nic0 deleted, tap \S+ deleted$/,
+      );
       const peripherals = await vm.qmp.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' });
       expect(peripherals.map((p) => p.name)).not.to.include('nic0');
       const network = await vm.qmp.execute<string>('human-monitor-command', { 'command-line': 'info network' });

@@ -9,7 +9,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ApplyResult } from '../../src/hotplug/apply.js';
 import { pollUntil } from '../../src/util/time.js';
-import { CLI, cli, makeBridge, tempDir, trackLink, trackPid, vmName } from '../helpers/env.js';
+import {
+  CLI,
+  cli,
+  expectUnprivileged,
+  makeBridge,
+  tapQueues,
+  tapsOf,
+  tempDir,
+  trackLink,
+  trackPid,
+  vmName,
+} from '../helpers/env.js';
+import { readTap } from '../../src/host/tap.js';
 import { Guest, guestImage } from '../helpers/guest.js';
 
 /** VM names of this run (their taps are host-wide): see vmName. */
@@ -48,7 +60,7 @@ describe('lasting NICs seen from a real guest (TCG)', function () {
 
   for (const machine of ['pc', 'q35'] as const) {
     it(`${machine}: after a host reboot the guest finds the same NICs: MACs, queue counts, names, slots`, async () => {
-      guest = await Guest.boot({ name: `lr${machine}`, stateDir: tempDir(), cpus: 4, machine, bridge });
+      guest = await Guest.boot({ name: vmName(`lr${machine}`), stateDir: tempDir(), cpus: 4, machine, bridge });
       const a = await guest.add(['--queues', '4']);
       const b = await guest.add(['--queues', '2', '--rate', '100']);
       await guest.waitFor(
@@ -125,6 +137,11 @@ describe('lasting NICs seen from a real guest (TCG)', function () {
       'net1 gone, net0 with 4 channels, net2 with 2',
     );
     expect(g.gone).to.include('52:54:00:aa:00:01');
+    // on the host: net1's tap is gone, net0's was made anew with 4 queues, each owned by QEMU's uid
+    const { uid } = expectUnprivileged(g.pid());
+    expect(tapsOf(LA).sort()).to.deep.equal([`${LA}-net0`, `${LA}-net2`]);
+    expect([tapQueues(`${LA}-net0`), tapQueues(`${LA}-net2`)]).to.deep.equal([4, 2]);
+    for (const tap of tapsOf(LA)) expect(readTap(tap)?.owner, tap).to.equal(uid);
     expect(await apply(g, second)).to.deep.include({ changed: false });
   });
 

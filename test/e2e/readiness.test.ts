@@ -44,7 +44,7 @@ describe('guest readiness and native PCIe unplug (real guest, TCG)', function ()
   for (const machine of ['pc', 'q35'] as const) {
     it(`${machine}: a guest that binds the driver but leaves the link down is ready; the link is reported apart`, async () => {
       guest = await Guest.boot({
-        name: `w${machine}`,
+        name: vmName(`w${machine}`),
         stateDir: tempDir(),
         cpus: 2,
         machine,

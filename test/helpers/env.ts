@@ -24,6 +24,8 @@ const namespaces = new Set<string>();
 const dirs = new Set<string>();
 const pids = new Set<number>();
 let counter = 0;
+/** every VM name this run has used: the users mq-hotplug made for them are this run's to delete */
+const vmNames = new Set<string>();
 
 /** This run's tag for VM names: the pid in base 36 (at most 5 characters), unique among runs on the host. */
 export const RUN = process.pid.toString(36);
@@ -34,7 +36,13 @@ export const RUN = process.pid.toString(36);
  */
 export function vmName(base: string): string {
   if (base.length > 5) throw new Error(`test VM base name '${base}' is longer than 5 characters`);
-  return `${base}${RUN}`;
+  return trackVm(`${base}${RUN}`);
+}
+
+/** Registers a VM name of this run's: cleanupAll deletes the user mq-hotplug made for it. */
+export function trackVm(name: string): string {
+  vmNames.add(name);
+  return name;
 }
 
 /** A fresh link name like mqt12345b3 (kind: b bridge, t tap...). */
@@ -138,17 +146,56 @@ export function wipeRuntimeState(dir: string): void {
   const vmDirs = fs.existsSync(path.join(dir, 'vm.json')) ? [dir] : safeList(dir).map((d) => path.join(dir, d));
   for (const vmDir of vmDirs) {
     try {
-      const record = JSON.parse(fs.readFileSync(path.join(vmDir, 'vm.json'), 'utf8')) as { nics: { ifb?: string }[] };
+      const record = JSON.parse(fs.readFileSync(path.join(vmDir, 'vm.json'), 'utf8')) as {
+        nics: { ifb?: string; tap?: string }[];
+      };
       for (const nic of record.nics)
-        if (nic.ifb && linkExists(nic.ifb)) execaSync('ip', ['link', 'del', 'dev', nic.ifb]);
+        for (const link of [nic.ifb, nic.tap])
+          if (link && linkExists(link)) execaSync('ip', ['link', 'del', 'dev', link]);
     } catch {}
   }
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
-/** Every link on the host whose name starts with this run's prefix. */
+/** Every link on the host of this run's: named with its prefix, or a tap of one of its VMs (`<vm>-<id>`). */
 export function ourLinks(): string[] {
-  return fs.readdirSync('/sys/class/net').filter((n) => n.startsWith(PREFIX));
+  const vms = [...vmNames].map((vm) => `${vm}-`);
+  return fs.readdirSync('/sys/class/net').filter((n) => n.startsWith(PREFIX) || vms.some((vm) => n.startsWith(vm)));
+}
+
+/** The taps a VM of this run's has on the host (`<vm>-<id>`). */
+export function tapsOf(vm: string): string[] {
+  return fs.readdirSync('/sys/class/net').filter((n) => n.startsWith(`${vm}-`));
+}
+
+/**
+ * The queues attached to a multi_queue tap now, enabled or not (the kernel's numqueues and
+ * numdisabled: QEMU keeps all but the first disabled until a guest driver enables them).
+ */
+export function tapQueues(tap: string): number {
+  const { stdout } = execaSync('ip', ['-d', 'link', 'show', 'dev', tap]);
+  const [, enabled, disabled] = /numqueues (\d+) numdisabled (\d+)/.exec(stdout) ?? [];
+  return Number(enabled ?? NaN) + Number(disabled ?? NaN);
+}
+
+const users = new Set<string>();
+
+/** A system user of this run's own (no home, no shell), deleted by cleanupAll. */
+export function makeUser(): { name: string; uid: number; gid: number } {
+  const name = `${PREFIX}u${counter++}`;
+  users.add(name);
+  execaSync('useradd', [
+    '--system',
+    '--no-create-home',
+    '--home-dir',
+    '/nonexistent',
+    '--shell',
+    '/usr/sbin/nologin',
+    '--user-group',
+    name,
+  ]);
+  const [uid, gid] = ['-u', '-g'].map((flag) => Number(execaSync('id', [flag, name]).stdout));
+  return { name, uid: uid!, gid: gid! };
 }
 
 /** Ends every QEMU started through a state dir of this run, then deletes links and dirs. */
@@ -158,9 +205,9 @@ export function cleanupAll(): void {
     for (const vm of safeList(dir)) {
       try {
         const record = JSON.parse(fs.readFileSync(path.join(dir, vm, 'vm.json'), 'utf8')) as {
-          nics: { ifb?: string }[];
+          nics: { ifb?: string; tap?: string }[];
         };
-        for (const nic of record.nics) if (nic.ifb) links.add(nic.ifb);
+        for (const nic of record.nics) for (const link of [nic.ifb, nic.tap]) if (link) links.add(link);
       } catch {}
     }
     for (const vm of safeList(dir)) {
@@ -194,6 +241,24 @@ export function cleanupAll(): void {
   namespaces.clear();
   for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
   dirs.clear();
+  // the VMs' own users this run's starts made (their definitions went with the dirs)
+  for (const user of [...ourUsers(), ...users]) {
+    try {
+      execaSync('userdel', [user]);
+    } catch {}
+  }
+  users.clear();
+}
+
+/** The users mq-hotplug made for this run's VMs (their GECOS names the VM: `mq-hotplug VM <vm>`). */
+export function ourUsers(): string[] {
+  const ours = new Set([...vmNames].map((vm) => `mq-hotplug VM ${vm}`));
+  return fs
+    .readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .map((l) => l.split(':'))
+    .filter(([, , , , gecos]) => gecos !== undefined && ours.has(gecos))
+    .map(([name]) => name!);
 }
 
 function safeList(dir: string): string[] {
@@ -237,12 +302,22 @@ export async function cli(args: string[], env: Record<string, string> = {}): Pro
 
 export const QEMU = process.env.MQ_HOTPLUG_QEMU ?? 'qemu-system-x86_64';
 
-/** A small VM with only its QMP monitors: pc, 2 vCPUs, 128M, TCG, no disk; `bridge` its default. */
-export function smallVm(store: StateStore, name: string, bridge?: string): Promise<VmRecord> {
-  return startVm(store, {
+/**
+ * A small VM with only its QMP monitors: pc, 2 vCPUs, 128M, TCG, no disk; `bridge` its default.
+ * Unprivileged (checked), unless `runAs: 'root'` (the bench's baseline, whose QEMU makes its taps).
+ */
+export async function smallVm(
+  store: StateStore,
+  name: string,
+  bridge?: string,
+  { runAs }: { runAs?: 'root' } = {},
+): Promise<VmRecord> {
+  const record = await startVm(store, {
     ...{ name, cpus: 2, memory: '128M', machine: 'pc', accel: 'tcg', disks: [], hotplugSlots: 0 },
-    ...{ qemu: QEMU, qemuArgs: [], bridge },
+    ...{ qemu: QEMU, qemuArgs: [], bridge, runAs },
   });
+  if (runAs === undefined) expectUnprivileged(record.pid);
+  return record;
 }
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -292,4 +367,24 @@ export async function addOntoVanishingBridge(
     (e: unknown) => e,
   );
   return { plan, error };
+}
+
+/**
+ * What a VM's QEMU runs as, from /proc: not root (every uid of the four), no effective
+ * capabilities, no new privileges, in a seccomp filter (mode 2). Throws where it is not so.
+ */
+export function expectUnprivileged(pid: number): { uid: number; gid: number } {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(status)?.[1]?.trim() ?? '';
+  const uids = field('Uid').split(/\s+/).map(Number);
+  const gids = field('Gid').split(/\s+/).map(Number);
+  const seen = { uids, capEff: field('CapEff'), noNewPrivs: field('NoNewPrivs'), seccomp: field('Seccomp') };
+  const ok =
+    uids.length === 4 &&
+    uids.every((u) => u === uids[0] && u !== 0) &&
+    /^0+$/.test(seen.capEff) &&
+    seen.noNewPrivs === '1' &&
+    seen.seccomp === '2';
+  if (!ok) throw new Error(`QEMU pid ${pid} is not unprivileged and sandboxed: ${JSON.stringify(seen)}`);
+  return { uid: uids[0]!, gid: gids[0]! };
 }

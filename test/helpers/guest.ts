@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { execa } from 'execa';
 import type { AddResult } from '../../src/hotplug/add/transaction.js';
-import { ROOT, cli, sleep, trackLink, wipeRuntimeState } from './env.js';
+import { ROOT, cli, expectUnprivileged, sleep, trackLink, wipeRuntimeState } from './env.js';
 
 export interface GuestNic {
   ifname: string;
@@ -111,7 +111,8 @@ export class Guest {
       ];
       const started = await cli(args, { MQ_HOTPLUG_STATE_DIR: options.stateDir });
       if (started.exitCode !== 0) throw new Error(`start failed: ${started.stderr}`);
-      const guest = new Guest(options, serial, path.join(options.stateDir, options.name, 'serial.log'));
+      const guest = new Guest(options, serial, path.join(options.stateDir, options.name, 'qemu', 'serial.log'));
+      expectUnprivileged(guest.pid()); // every suite's guest runs as its VM's own user, sandboxed
       try {
         await guest.waitForLine((l) => l.startsWith('MQH READY'), options.bootTimeoutMs ?? 60_000);
         return guest;
@@ -120,6 +121,12 @@ export class Guest {
         if (attempt >= 2) throw e;
       }
     }
+  }
+
+  /** Its QEMU's pid, from the VM's record. */
+  pid(): number {
+    const file = path.join(this.options.stateDir, this.options.name, 'vm.json');
+    return (JSON.parse(fs.readFileSync(file, 'utf8')) as { pid: number }).pid;
   }
 
   /** Reads what the guest printed since last time and updates `nics`. */
@@ -222,6 +229,7 @@ export class Guest {
     this.restarted();
     const r = await cli(['start', this.options.name], this.env);
     if (r.exitCode !== 0) throw new Error(`start ${this.options.name} after the reboot failed: ${r.stderr}`);
+    expectUnprivileged(this.pid());
     await this.waitForLine((l) => l.startsWith('MQH READY'), this.options.bootTimeoutMs ?? 60_000);
   }
 

@@ -1,7 +1,8 @@
 /**
  * In-memory ports for unit tests of the hot-plug layer: no root, no QEMU, no ip. One `World` holds
  * a fake VM (its devices and netdevs, answering the QMP commands the layer sends) and the host's
- * links; a netdev_add makes a tap link as QEMU would, netdev_del removes it. Faults are injected
+ * links; mq-hotplug's ip lines make taps (owned, marked), netdev_add opens one as QEMU would (refused
+ * where it is missing or another uid's), netdev_del leaves it. Faults are injected
  * per command (`failNext`), and a guest can be present (device_del completes with DEVICE_DELETED,
  * sent twice as QEMU does) or absent (device_del is accepted and nothing happens).
  *
@@ -38,6 +39,10 @@ interface Device {
 
 interface Link {
   kind: 'bridge' | 'tap' | 'veth' | 'ifb';
+  /** a tap: the uid that may attach (undefined: anyone), its alias, multi_queue, attached */
+  owner?: number;
+  alias?: string;
+  multiQueue?: boolean;
   master?: string;
   up: boolean;
   queues?: number;
@@ -58,6 +63,8 @@ export interface WorldOptions {
   /** Whether NICs are recorded (a VM of ours) or not (--qmp). */
   recorded?: boolean;
   vhostNet?: boolean;
+  /** The uid the fake QEMU runs as (default 0, root). */
+  qemuUid?: number;
   ipInstalled?: boolean;
   /** The VM has a saved definition. */
   defined?: boolean;
@@ -80,6 +87,7 @@ export class World {
   private readonly lockKey = `world-${++worlds}`;
   private readonly failures = new Map<string, Error>();
   private ipFailure?: Error;
+  private ipFailureOnTap = false;
   private tcFailure?: Error;
   connected = true;
   qemuGone = false;
@@ -110,9 +118,10 @@ export class World {
     this.tcFailure = new Error(message);
   }
 
-  /** The next ip command fails with this message. */
-  failNextIp(message: string): void {
+  /** The next ip command fails with this message (with `makingTap`, a line that makes the tap; else any other line). */
+  failNextIp(message: string, { makingTap = false } = {}): void {
     this.ipFailure = new Error(message);
+    this.ipFailureOnTap = makingTap;
   }
 
   addLink(name: string, link: Link): void {
@@ -127,6 +136,7 @@ export class World {
       qemuEvents$: this.qemuEvents,
       record: this.recordPort(),
       host: this.host(),
+      qemuUser: { uid: this.options.qemuUid ?? 0, gid: this.options.qemuUid ?? 0, groups: [] },
       log: (e) => this.published.push(e),
     });
   }
@@ -214,14 +224,24 @@ export class World {
         const id = String(a.id);
         if (this.netdevs.has(id)) throw new QmpCommandError(command, 'GenericError', `Duplicate ID '${id}' for netdev`);
         const tap = String(a.ifname);
-        this.netdevs.set(id, { tap, queues: Number(a.queues) });
-        this.links.set(tap, {
-          kind: 'tap',
-          up: false,
-          queues: Number(a.queues),
-          mtu: 1500,
-          address: '02:00:00:00:00:01',
-        });
+        const queues = Number(a.queues ?? 1);
+        // QEMU as its user opens a tap that exists and is its own (tun's checks), else refused
+        const link = this.links.get(tap);
+        const uid = this.options.qemuUid ?? 0;
+        if (!link || link.kind !== 'tap' || (uid !== 0 && link.owner !== undefined && link.owner !== uid))
+          throw new QmpCommandError(
+            command,
+            'GenericError',
+            `could not configure /dev/net/tun (${tap}): Operation not permitted`,
+          );
+        if (Boolean(link.multiQueue) !== queues > 1)
+          throw new QmpCommandError(
+            command,
+            'GenericError',
+            `could not configure /dev/net/tun (${tap}): Invalid argument`,
+          );
+        this.netdevs.set(id, { tap, queues });
+        link.queues = queues;
         return {};
       }
       case 'device_add': {
@@ -258,9 +278,7 @@ export class World {
         const id = String(a.id);
         const n = this.netdevs.get(id);
         if (!n) throw new QmpCommandError(command, 'DeviceNotFound', `Device '${id}' not found`);
-        this.netdevs.delete(id);
-        this.links.delete(n.tap);
-        this.qdiscMap.delete(n.tap);
+        this.netdevs.delete(id); // the tap is persistent: it stays until mq-hotplug deletes it
         return {};
       }
       default:
@@ -309,10 +327,11 @@ export class World {
         kind,
       };
     };
-    const fail = () => {
+    const fail = (argv: string[]) => {
       const e = this.ipFailure;
+      if (!e || (argv[0] === 'tuntap' || argv.includes('alias')) !== this.ipFailureOnTap) return;
       this.ipFailure = undefined;
-      if (e) throw e;
+      throw e;
     };
     return {
       findIp: () => (this.options.ipInstalled === false ? undefined : '/sbin/ip'),
@@ -326,14 +345,27 @@ export class World {
       },
       isBridge: (name) => links.get(name)?.kind === 'bridge',
       vhostNetUsable: () => this.options.vhostNet ?? false,
+      readTap: (name) => {
+        const l = links.get(name);
+        if (l?.kind !== 'tap') return undefined;
+        return { ...(l.owner !== undefined ? { owner: l.owner } : {}), ...(l.alias ? { mark: l.alias } : {}) };
+      },
       readLink: (name) => info(name),
       showLinks: async () => new Map([...links.keys()].map((n) => [n, info(n)!])),
       showLink: async (name) => info(name),
       ip: async (argv) => {
         this.ipLines.push(argv);
         await Promise.resolve();
-        fail();
-        // what the layer sends: link set dev TAP [address A] [mtu N] [master BR] up; link add/del of an ifb
+        fail(argv);
+        // what the layer sends: tuntap add dev TAP mode tap [multi_queue] vnet_hdr user U;
+        // link set dev TAP [address A] [mtu N] [alias M] [master BR] [up]; link add/del of an ifb or tap
+        if (argv[0] === 'tuntap') {
+          if (links.has(argv[3]!)) throw new Error('ioctl(TUNSETIFF): Device or resource busy');
+          return void links.set(argv[3]!, {
+            ...{ kind: 'tap', up: false, mtu: 1500, address: '02:00:00:00:00:01' },
+            ...{ owner: Number(argv[argv.indexOf('user') + 1]), multiQueue: argv.includes('multi_queue') },
+          });
+        }
         if (argv[1] === 'add') return void links.set(argv[3]!, { kind: 'ifb', up: false });
         if (argv[1] === 'del') {
           if (!links.delete(argv[3]!)) throw new Error(`Cannot find device "${argv[3]}"`);
@@ -348,6 +380,7 @@ export class World {
         if (bridge && links.get(bridge)?.kind !== 'bridge') throw new Error(`Device does not exist: ${bridge}`);
         if (arg('address')) link.address = arg('address');
         if (arg('mtu')) link.mtu = Number(arg('mtu'));
+        if (arg('alias')) link.alias = arg('alias');
         if (bridge) link.master = bridge;
         if (rest.includes('up')) link.up = true;
       },

@@ -15,7 +15,7 @@ import { UsageError } from '../../src/errors.js';
 import { StateStore, qemuAlive } from '../../src/qemu/state.js';
 import { applyLive, type NicWanted } from '../../src/hotplug/apply.js';
 import { DefinitionStore } from '../../src/qemu/definition.js';
-import { PREFIX, addOntoVanishingBridge, configDirOf, makeBridge, tempDir } from './env.js';
+import { PREFIX, addOntoVanishingBridge, configDirOf, makeBridge, tempDir, vmName } from './env.js';
 import { holdLock } from './lock.js';
 import { prng } from './fake-qmp.js';
 import { Guest } from './guest.js';
@@ -41,8 +41,8 @@ export async function soak(
   let faultBridge = await makeBridge(); // deleted under an add to make its bridging fail for real
 
   const guests = await Promise.all([
-    Guest.boot({ name: `${PREFIX}a`, stateDir, cpus: 2, machine: 'pc', bridge: bridges[0] }),
-    Guest.boot({ name: `${PREFIX}b`, stateDir, cpus: 2, machine: 'q35', hotplugSlots: 8, bridge: bridges[1] }),
+    Guest.boot({ name: vmName('sa'), stateDir, cpus: 2, machine: 'pc', bridge: bridges[0] }),
+    Guest.boot({ name: vmName('sb'), stateDir, cpus: 2, machine: 'q35', hotplugSlots: 8, bridge: bridges[1] }),
   ]);
   const definitions = new DefinitionStore(configDirOf(stateDir)); // where the guests' `start` defined them
   const open = (g: Guest) => Controller.open({ name: g.options.name, store, definitions });

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import sinon from 'sinon';
+import { execa } from 'execa';
 import { Controller } from '../../src/hotplug/controller.js';
 import { HotplugError } from '../../src/hotplug/errors.js';
 import { stopVm } from '../../src/qemu/launcher.js';
@@ -15,11 +16,12 @@ import { QmpClient } from '../../src/qmp/client.js';
 import { QmpTimeoutError } from '../../src/qmp/errors.js';
 import { ofEvent } from '../../src/qmp/events.js';
 import { holdLock } from '../helpers/lock.js';
-import { cli, linkExists, makeBridge, ourLinks, smallVm, tempDir, trackLink, until, vmName } from '../helpers/env.js';
+import { cli, linkExists, makeBridge, smallVm, tapsOf, tempDir, trackLink, until, vmName } from '../helpers/env.js';
 import { FakeQmpServer } from '../helpers/fake-qmp.js';
 
 /** VM names of this run (their taps are host-wide): see vmName. */
 const VM1 = vmName('vm1');
+const FAKE = vmName('fake'); // its tap is real and host-wide
 
 describe('faults, bad input and security', function () {
   let store: StateStore;
@@ -53,10 +55,10 @@ describe('faults, bad input and security', function () {
     expect(err).to.be.instanceOf(HotplugError);
     expect((err as Error).message).to.match(
       new RegExp(
-        `^device_add failed: QEMU of VM '${VM1}' exited during the hot-plug \\(QMP connection to .* closed.*\\); its tap, netdev and device went with it$`,
+        `^device_add failed: QEMU of VM '${VM1}' exited during the hot-plug \\(QMP connection to .* closed.*\\); its netdev and device went with it, its tap is deleted$`,
       ),
     );
-    expect(linkExists(`${VM1}-nic0`)).to.equal(false); // QEMU's taps die with it
+    expect(linkExists(`${VM1}-nic0`)).to.equal(false); // its persistent tap is deleted
     expect(store.read(VM1)!.nics).to.deep.equal([]);
     expect(qemuAlive(record)).to.equal(false);
     await vm.close();
@@ -101,7 +103,8 @@ describe('faults, bad input and security', function () {
   it('garbage from QEMU in the middle of a hot-plug (fake server): clear error, what may be left reported pending', async () => {
     const fake = await FakeQmpServer.start();
     try {
-      const opening = Controller.open({ qmp: fake.path, name: 'fake' });
+      const opening = Controller.open({ qmp: fake.path, name: FAKE });
+      trackLink(`${FAKE}-nic0`); // made before netdev_add, and left pending by the lost connection
       const conn = await fake.nextConnection();
       await conn.negotiate();
       const vm = await opening;
@@ -126,11 +129,14 @@ describe('faults, bad input and security', function () {
       const err = await adding;
       expect(err).to.be.instanceOf(HotplugError);
       expect((err as Error).message).to.match(
-        /^device_add failed: the QMP connection was lost \(.*invalid JSON.*\); check with 'mq-hotplug nics fake'; still pending: netdev nd-nic0 and tap \S+, device nic0 if QEMU made it$/,
+        new RegExp(
+          `^device_add failed: the QMP connection was lost \\(.*invalid JSON.*\\); check with 'mq-hotplug nics ${FAKE}'; still pending: netdev nd-nic0 and tap ${FAKE}-nic0, device nic0 if QEMU made it$`,
+        ),
       );
       await vm.close();
     } finally {
       await fake.close();
+      if (linkExists(`${FAKE}-nic0`)) await execa('ip', ['link', 'del', 'dev', `${FAKE}-nic0`]); // the pending tap
     }
   });
 
@@ -141,7 +147,7 @@ describe('faults, bad input and security', function () {
     expect(r.stderr).to.match(
       /'\/nonexistent\/ip' not found in PATH: the tap could not be bridged \(install iproute2\)/,
     );
-    expect(ourLinks().filter((l) => fs.existsSync(`/sys/class/net/${l}/tun_flags`))).to.deep.equal([]); // no tap made
+    expect(tapsOf(VM1)).to.deep.equal([]); // no tap made
   });
 
   it('the control socket held by another client: a bounded wait, then a clear "busy" error', async () => {
@@ -222,8 +228,11 @@ describe('faults, bad input and security', function () {
       expect(r.exitCode, args.join(' ')).to.equal(2);
       expect(r.stderr, args.join(' ')).to.match(/^mq-hotplug: invalid (tap name|NIC id|bridge name|MAC) /);
     }
-    const evil = path.join(tempDir('disk'), 'a,file=b,format=qcow2');
+    const diskDir = tempDir('disk');
+    fs.chmodSync(diskDir, 0o711); // QEMU's user must reach and open the disk
+    const evil = path.join(diskDir, 'a,file=b,format=qcow2');
     fs.writeFileSync(evil, '');
+    fs.chmodSync(evil, 0o666); // a mode given to writeFileSync goes through the umask
     const r = await cli(['start', vmName('vm2'), '--memory', '128M', '--disk', evil, '--json'], env());
     expect(r.exitCode, r.stderr).to.equal(0);
     const record = JSON.parse(r.stdout) as { argv: string[] };

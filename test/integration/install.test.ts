@@ -70,12 +70,16 @@ describe('install: packed, installed into a prefix, with bash completion', funct
 
   it('npm run build:sea: one executable that starts a VM, adds a bridged NIC and stops it, with no node on PATH', async () => {
     await execa('node', [path.join(ROOT, 'scripts/build-sea.mjs')], { cwd: ROOT });
-    // PATH: the executable, QEMU (its directory also holds node, so it is linked alone), ip and tc
+    // PATH: the executable, QEMU (its directory also holds node, so it is linked alone), setpriv, ip and tc
     const tools = tempDir('seapath');
     fs.symlinkSync(path.join(ROOT, 'build/sea'), path.join(tools, 'sea'));
     const qemu = (await execa('bash', ['-c', `command -v ${QEMU}`])).stdout;
     fs.mkdirSync(path.join(tools, 'bin'));
     fs.symlinkSync(qemu, path.join(tools, 'bin', path.basename(qemu)));
+    // setpriv starts QEMU as the VM's user, which execs QEMU from here: it must pass through
+    fs.symlinkSync((await execa('bash', ['-c', 'command -v setpriv'])).stdout, path.join(tools, 'bin', 'setpriv'));
+    fs.chmodSync(tools, 0o711);
+    fs.chmodSync(path.join(tools, 'bin'), 0o755);
     const state = tempDir('seastate');
     const env = {
       PATH: `${path.join(tools, 'sea')}:${path.join(tools, 'bin')}:/usr/sbin:/sbin`,

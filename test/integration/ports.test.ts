@@ -85,7 +85,7 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
           expect(nic).to.deep.include({ tapMac: `fe${nic.mac.slice(2)}`, tapMtu: 9000 });
         }
         await vm.close();
-        await stopVm(store, VM1); // the taps go with QEMU
+        await stopVm(store, VM1); // stop deletes the VM's taps
         await pollUntil(() => added.every((n) => !linkExists(n.tap)), 5000);
         expect(added.filter((n) => linkExists(n.tap))).to.deep.equal([]);
         expect(linkState(lan.bridge), `round ${round}, after the taps went`).to.deep.equal(before);
@@ -248,6 +248,8 @@ describe('ports: the tap on the host bridge (real QEMU, taps, bridges, tc, a LAN
     expect(lines.map((l) => l.split(' ').slice(0, 4).join(' '))).to.deep.equal([
       `{"execute":"netdev_add","arguments":{"type":"tap","id":"nd-nic0","ifname":"${VM1}-nic0","script":"no","downscript":"no","vhost":false,"queues":2}}`,
       '{"execute":"device_add","arguments":{"driver":"virtio-net-pci","id":"nic0","netdev":"nd-nic0","mac":"52:54:00:00:00:66","mq":true,"vectors":6,"bus":"pci.0","addr":"0x2"}}',
+      'ip tuntap add dev', // the owned tap, before netdev_add
+      'ip link set dev',
       'ip link add name',
       'ip link set dev',
       'tc qdisc add dev',

@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { execa } from 'execa';
 import { QmpClient } from '../../src/qmp/client.js';
 import { StateStore, type VmRecord, qemuAlive } from '../../src/qemu/state.js';
-import { QEMU, cli, sleep, tempDir, trackPid, until, vmName } from '../helpers/env.js';
+import { QEMU, cli, expectUnprivileged, sleep, tempDir, trackLink, trackPid, until, vmName } from '../helpers/env.js';
 
 /** VM names of this run (their taps are host-wide): see vmName. */
 const VM1 = vmName('vm1');
@@ -43,10 +43,25 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
       expect(fs.readFileSync(`/proc/${record.pid}/cmdline`, 'utf8').split('\0')).to.include(
         `unix:${record.qmp},server=on,wait=off`,
       );
-      expect(mode(stateDir)).to.equal('700');
-      expect(mode(path.join(stateDir, VM1))).to.equal('700');
-      for (const f of ['vm.json', 'qmp.sock', 'events.sock', 'qemu.log'])
+      // QEMU as the VM's own user, in its sandbox; its user owns only its own directory
+      const { uid } = expectUnprivileged(record.pid);
+      expect(record.user).to.deep.include({ name: `mqh-${VM1}`, uid, made: true });
+      const passwd = fs.readFileSync('/etc/passwd', 'utf8');
+      expect(passwd).to.include(`mqh-${VM1}:x:${uid}:`);
+      expect(record.argv).to.include('-sandbox');
+      // the way through is 0711 (enter, not list); mq-hotplug's files are root's, 0600
+      expect(mode(stateDir)).to.equal('711');
+      expect(mode(path.join(stateDir, VM1))).to.equal('711');
+      for (const f of ['vm.json', 'qemu.log']) {
         expect(mode(path.join(stateDir, VM1, f)), f).to.equal('600');
+        expect(fs.statSync(path.join(stateDir, VM1, f)).uid, f).to.equal(0);
+      }
+      const qemuDir = path.join(stateDir, VM1, 'qemu');
+      expect([mode(qemuDir), fs.statSync(qemuDir).uid]).to.deep.equal(['700', uid]);
+      for (const f of ['qmp.sock', 'events.sock']) {
+        expect(mode(path.join(qemuDir, f)), f).to.equal('600');
+        expect(fs.statSync(path.join(qemuDir, f)).uid, f).to.equal(uid);
+      }
 
       const vms = await cli(['vms', '--json'], env);
       expect(JSON.parse(vms.stdout)).to.deep.equal([
@@ -62,6 +77,7 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
           qmp: record.qmp,
           defined: true, // start defines a new VM
           qemu: record.qemuVersion, // as QEMU greeted at start
+          user: `mqh-${VM1}`,
         },
       ]);
       expect(record.qemuVersion).to.match(/^\d+\.\d+\.\d+$/);
@@ -156,12 +172,14 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
     );
     trackPid(qemu.pid!);
     while (!fs.existsSync(sock)) await sleep(5);
-    const r = await cli(['--qmp', sock, 'qmp', 'ext', 'query-status'], env);
+    const ext = vmName('ext'); // names its taps, which are host-wide
+    const r = await cli(['--qmp', sock, 'qmp', ext, 'query-status'], env);
     expect(JSON.parse(r.stdout)).to.deep.include({ running: true });
-    const add = await cli(['--qmp', sock, 'add', 'ext', '--queues', '4', '--no-bridge', '--json'], env);
+    const add = await cli(['--qmp', sock, 'add', ext, '--queues', '4', '--no-bridge', '--json'], env);
     expect(add.exitCode, add.stderr).to.equal(0);
     const nic = JSON.parse(add.stdout) as { id: string; tap: string };
-    const nics = JSON.parse((await cli(['--qmp', sock, 'nics', 'ext', '--json'], env)).stdout) as {
+    trackLink(nic.tap);
+    const nics = JSON.parse((await cli(['--qmp', sock, 'nics', ext, '--json'], env)).stdout) as {
       id: string;
       tap: string;
       queues: number;
@@ -181,6 +199,7 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
       'qemu',
       '/dev/net/tun',
       '/dev/vhost-net',
+      'vm users',
       'kvm',
       'ip',
       'bridges',
@@ -198,6 +217,7 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
       expect(kvm.detail).to.match(/kvm_pvm.*picks tcg/);
     }
     const text = await cli(['doctor']);
-    expect(text.stdout.trim().split('\n')).to.have.length(6);
+    expect(text.stdout.trim().split('\n')).to.have.length(checks.length);
+    expect(checks.find((c) => c.check === 'vm users')!.detail).to.match(/useradd and setpriv found/);
   });
 });

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import { expect } from 'chai';
 import { StateStore } from '../../src/qemu/state.js';
-import { cli, makeBridge, spawnCli, tempDir, until, vmName } from '../helpers/env.js';
+import { cli, makeBridge, spawnCli, tapsOf, tempDir, until, vmName } from '../helpers/env.js';
 
 const VMD = vmName('vmd'); // this run's own (its taps are host-wide)
 
@@ -43,6 +43,9 @@ describe('watch --follow and agent across VM restarts (real QEMU)', function () 
 
   it('agent leaves no stale state when QEMU dies, and watch without --follow exits saying so', async () => {
     expect((await cli(['start', VMD, '--memory', '128M'], env)).exitCode).to.equal(0);
+    const added = await cli(['add', VMD, '--queues', '2', '--no-bridge'], env);
+    expect(added.exitCode, added.stderr).to.equal(0);
+    expect(tapsOf(VMD)).to.have.length(1); // persistent: it does not go with its QEMU
     const store = new StateStore(env.MQ_HOTPLUG_STATE_DIR);
     const agent = spawnCli(['agent', VMD], env);
     // the agent holds the events monitor (one client per monitor): this watcher uses the control one
@@ -53,6 +56,9 @@ describe('watch --follow and agent across VM restarts (real QEMU)', function () 
     );
     process.kill(store.read(VMD)!.pid, 'SIGKILL');
     await until(() => !fs.existsSync(store.vmDir(VMD)), 'state directory removed by the agent');
+    expect(tapsOf(VMD), 'the tap of the dead VM, deleted by the agent').to.deep.equal([]);
+    // a defined VM keeps its user (undefine takes it)
+    expect(fs.readFileSync('/etc/passwd', 'utf8')).to.include(`mqh-${VMD}:`);
     const w = await watcher.proc;
     expect(w.exitCode).to.equal(0);
     expect(watcher.err()).to.include(`${VMD}: its QMP connection closed`);

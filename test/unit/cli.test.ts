@@ -153,6 +153,8 @@ describe('CLI rules in the library, and commands with injected output (no root, 
       vhostNetUsable: () => false,
       kvm: () => ({ usable: false, reason: 'no /dev/kvm' }),
       bridges: async () => ['br0'],
+      vmUserCannot: () => undefined,
+      found: () => true,
     };
     const e = env();
     expect(await doctor({ qemu: '/no/qemu' }, e, probes)).to.equal(1);
@@ -164,9 +166,15 @@ describe('CLI rules in the library, and commands with injected output (no root, 
       'ok',
       'ok',
       'warn',
+      'ok',
       'warn',
       'ok',
       'ok',
     ]);
+    // a tun device a VM's own user cannot open fails: its QEMU could not attach its taps
+    const closed = env();
+    const tunClosed = { ...probes, qemuVersion: async () => 'QEMU 7.2', vmUserCannot: () => 'mode 0600' };
+    expect(await doctor({ qemu: 'q' }, closed, tunClosed)).to.equal(1);
+    expect(closed.printed.out).to.match(/^fail {2}\/dev\/net\/tun +a VM's own user cannot open it \(mode 0600\)/m);
   });
 });

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { planNic } from '../../src/hotplug/add/plan.js';
 import { addNic, executeAdd } from '../../src/hotplug/add/transaction.js';
+import { recoverAdds } from '../../src/hotplug/add/recovery.js';
 import { HotplugError, UnplugPendingError } from '../../src/hotplug/errors.js';
 import { listNics } from '../../src/hotplug/nics.js';
 import { startReconcile } from '../../src/hotplug/reconcile.js';
@@ -20,6 +21,7 @@ import { QmpDisconnectedError, QmpError } from '../../src/qmp/errors.js';
 import { World } from '../helpers/ports.js';
 import { pollUntil } from '../../src/util/time.js';
 import { recordOf } from '../../src/model/nic.js';
+import { ownedTapLines, tapMark } from '../../src/host/tap.js';
 
 /** A world with a bridge br0, and a context (its bridging reaction runs until stop). */
 function setup(options: ConstructorParameters<typeof World>[0] = {}) {
@@ -28,6 +30,12 @@ function setup(options: ConstructorParameters<typeof World>[0] = {}) {
   const ctx = world.context();
   return { world, ctx, stop: () => ctx.close() };
 }
+
+/** The two ip lines that make a NIC's tap before netdev_add: owned by QEMU's uid (0 here), marked for the VM. */
+const tapLines = (tap: string, queues: number, mac: string, mtu: number, uid = 0) => [
+  ['tuntap', 'add', 'dev', tap, 'mode', 'tap', ...(queues > 1 ? ['multi_queue'] : []), 'vnet_hdr', 'user', String(uid)],
+  ['link', 'set', 'dev', tap, 'address', mac, 'mtu', String(mtu), 'alias', tapMark('vm')],
+];
 
 describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
   describe('plan (preflight)', () => {
@@ -76,7 +84,7 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
         ...['master', 'br0', 'up'],
       ]);
       expect(plan.mac).to.match(/^52:54:00(:[0-9a-f]{2}){3}$/);
-      expect(plan.notes).to.deep.equal(['vhost off: /dev/vhost-net is not available on this host']);
+      expect(plan.notes).to.deep.equal(["vhost off: /dev/vhost-net is missing or QEMU's user cannot open it"]);
       expect(world.changes()).to.deep.equal([]);
       stop();
     });
@@ -154,8 +162,10 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       });
       expect(world.published.map((e) => e.event)).to.deep.equal(['DEVICE_ADDED', 'NIC_BRIDGED']);
       expect(world.ipLines).to.deep.equal([
+        ...tapLines('vm-nic0', 4, `fe${r.mac.slice(2)}`, 1500),
         ['link', 'set', 'dev', 'vm-nic0', 'address', `fe${r.mac.slice(2)}`, 'mtu', '1500', 'master', 'br0', 'up'],
       ]);
+      expect(world.links.get('vm-nic0')).to.deep.include({ owner: 0, alias: tapMark('vm'), multiQueue: true });
       expect(world.links.get('vm-nic0')).to.deep.include({ master: 'br0', up: true, queues: 4 });
       expect(world.record!.nics).to.have.length(1);
       expect(world.record!.nics[0]).to.deep.include({
@@ -175,7 +185,7 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       world.failNext('device_add', 'Bus pci.0 is full');
       const err = (await addNic(ctx, { queues: 2 }).catch((e: unknown) => e)) as HotplugError;
       expect(err).to.be.instanceOf(HotplugError).and.include({ step: 'device_add', devicePlugged: false });
-      expect(err.undone).to.deep.equal(['netdev nd-nic0 deleted', 'tap vm-nic0 gone']);
+      expect(err.undone).to.deep.equal(['netdev nd-nic0 deleted', 'tap vm-nic0 deleted']);
       expect(err.pending).to.deep.equal([]);
       expect(err.cause).to.be.instanceOf(QmpError);
       expect(world.changes()).to.deep.equal(['netdev_add', 'device_add', 'netdev_del']);
@@ -189,7 +199,7 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       world.failNextIp('RTNETLINK answers: Operation not supported');
       const err = (await addNic(ctx, { queues: 2, bridge: 'br0' }).catch((e: unknown) => e)) as HotplugError;
       expect(err.message).to.match(
-        /^attaching vm-nic0 to br0 failed: RTNETLINK answers: Operation not supported; undone: device nic0 deleted, netdev nd-nic0 deleted, tap vm-nic0 gone$/,
+        /^attaching vm-nic0 to br0 failed: RTNETLINK answers: Operation not supported; undone: device nic0 deleted, netdev nd-nic0 deleted, tap vm-nic0 deleted$/,
       );
       expect(err.devicePlugged).to.equal(false);
       expect(world.published.map((e) => e.event)).to.deep.equal(['DEVICE_ADDED', 'NIC_BRIDGE_FAILED']);
@@ -206,8 +216,12 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
         (e: unknown) => e,
       )) as HotplugError;
       expect(err.devicePlugged).to.equal(true);
-      expect(err.pending).to.deep.equal(['device nic0 (the guest has not released it; recorded as unplug-pending)']);
-      expect(err.undone).to.deep.equal(['netdev nd-nic0 deleted', 'tap vm-nic0 gone']);
+      expect(err.pending).to.deep.equal([
+        'device nic0 (the guest has not released it; recorded as unplug-pending)',
+        'tap vm-nic0 (kept with device nic0)', // remove deletes it with the NIC
+      ]);
+      expect(err.undone).to.deep.equal(['netdev nd-nic0 deleted']);
+      expect(world.links.has('vm-nic0')).to.equal(true);
       expect(world.record!.nics.map((n) => [n.id, n.state])).to.deep.equal([['nic0', 'unplug-pending']]);
       stop();
     });
@@ -229,7 +243,9 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       world.qemuGone = true;
       world.failNext('netdev_add', new QmpDisconnectedError('fake', 'netdev_add', 'EOF'));
       const err = (await addNic(ctx, { queues: 2 }).catch((e: unknown) => e)) as HotplugError;
-      expect(err.message).to.match(/^netdev_add failed: QEMU of VM 'vm' exited during the hot-plug .*went with it$/);
+      expect(err.message).to.match(
+        /^netdev_add failed: QEMU of VM 'vm' exited during the hot-plug .*went with it, its tap is deleted$/,
+      );
       stop();
     });
 
@@ -282,7 +298,7 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       const err = await removeNic(ctx, 'nic0', 1500).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(UnplugPendingError);
       expect(exitCodeOf(err)).to.equal(3);
-      expect(world.changes().filter((c) => c === 'device_del').length).to.equal(2); // at 0 s and 1 s
+      expect(world.changes().filter((c) => c === 'device_del').length).to.be.at.least(2); // at 0 s, 1 s (and the deadline)
       expect(world.record!.nics[0]!.state).to.equal('unplug-pending');
       expect(world.published.at(-1)!.event).to.equal('NIC_UNPLUG_PENDING');
       stop();
@@ -401,6 +417,7 @@ describe('ports: the tap as a good citizen of its bridge (in-memory ports)', () 
     expect(r).to.deep.include({ tapMac: 'fe:54:00:12:34:56', tapMtu: 9000 });
     expect(r).to.not.have.property('guestMtu');
     expect(world.ipLines).to.deep.equal([
+      ...tapLines('vm-nic0', 2, 'fe:54:00:12:34:56', 9000),
       ['link', 'set', 'dev', 'vm-nic0', 'address', 'fe:54:00:12:34:56', 'mtu', '9000', 'master', 'br0', 'up'],
     ]);
     expect(world.sent.find((c) => c.command === 'device_add')!.args).to.not.have.property('host_mtu');
@@ -467,6 +484,8 @@ describe('ports: the tap as a good citizen of its bridge (in-memory ports)', () 
     const ifb = plan.ifb!;
     expect(ifb).to.match(/^mqi[0-9a-f]{6}$/);
     expect(plan.hostCommands.map((c) => c.slice(0, 4).join(' '))).to.deep.equal([
+      'ip tuntap add dev',
+      'ip link set dev',
       `ip link add name`,
       `ip link set dev`,
       'tc qdisc add dev',
@@ -622,11 +641,15 @@ describe('slots and definitions (in-memory ports)', () => {
 
 describe('recovery of an add whose process died (in-memory ports)', () => {
   /** A world where an add got as far as `step` and its process died: the record says 'adding'. */
-  async function diedAfter(step: 'intent' | 'netdev_add' | 'device_add') {
+  async function diedAfter(step: 'intent' | 'unmarked tap' | 'tap' | 'netdev_add' | 'device_add') {
     const { world, ctx, stop } = setup({ defined: true });
     const plan = await planNic(ctx, { queues: 2, bridge: 'br0', rate: 10 });
     world.record!.nics.push(recordOf(plan, 'adding'));
-    if (step !== 'intent') await ctx.qmp.execute('netdev_add', plan.commands[0].arguments);
+    // 'unmarked tap': the tap made (owned by QEMU's uid), the process gone before its alias
+    if (step === 'unmarked tap')
+      await ctx.host.ip(ownedTapLines({ ...plan, owner: ctx.taps.owner, mark: 'not reached' })[0]);
+    else if (step !== 'intent') await ctx.taps.prepare(plan);
+    if (step === 'netdev_add' || step === 'device_add') await ctx.qmp.execute('netdev_add', plan.commands[0].arguments);
     if (step === 'device_add') await ctx.qmp.execute('device_add', plan.commands[1].arguments);
     return { world, ctx, stop, plan };
   }
@@ -649,13 +672,18 @@ describe('recovery of an add whose process died (in-memory ports)', () => {
     stop();
   });
 
-  for (const step of ['netdev_add', 'intent'] as const) {
+  for (const step of ['netdev_add', 'tap', 'unmarked tap', 'intent'] as const) {
     it(`died after ${step}: the next add undoes it (no netdev, no tap) and takes its place`, async () => {
       const { world, ctx, stop } = await diedAfter(step);
+      const made = world.ipLines.length;
       const next = await addNic(ctx, { queues: 1 });
+      // the dead add's tap is deleted before the next add makes its own of the same name
+      const deleted = world.ipLines.slice(made).some((l) => l.join(' ') === 'link del dev vm-nic0');
+      expect(deleted).to.equal(step !== 'intent');
+      expect(world.links.get('vm-nic0')).to.deep.include({ multiQueue: false }); // the new one-queue tap
       expect(next.id).to.equal('nic0'); // the id is free again
       expect([...world.netdevs.keys()]).to.deep.equal(['nd-nic0']);
-      expect(world.changes().filter((c) => c === 'netdev_del').length).to.equal(step === 'intent' ? 0 : 1);
+      expect(world.changes().filter((c) => c === 'netdev_del').length).to.equal(step === 'netdev_add' ? 1 : 0);
       expect(world.published.find((e) => e.event === 'NIC_RECOVERED')!.data).to.deep.equal({
         device: 'nic0',
         outcome: 'undone',
@@ -663,6 +691,20 @@ describe('recovery of an add whose process died (in-memory ports)', () => {
       stop();
     });
   }
+
+  it("a tap of the dead add's name that is not ours (another owner, or another VM's mark) is never deleted", async () => {
+    for (const stranger of [{ owner: 4242 }, { owner: 0, alias: tapMark('/elsewhere/vm') }]) {
+      const { world, ctx, stop } = setup({ defined: true });
+      const plan = await planNic(ctx, { queues: 2 });
+      world.record!.nics.push(recordOf(plan, 'adding')); // died before making its tap; then someone made one
+      world.links.set(plan.tap, { kind: 'tap', up: false, ...stranger });
+      await recoverAdds(ctx);
+      expect(world.links.get(plan.tap), JSON.stringify(stranger)).to.deep.include(stranger);
+      expect(world.ipLines.filter((l) => l[1] === 'del')).to.deep.equal([]);
+      expect(world.record!.nics).to.deep.equal([]); // the record forgets the add it undid
+      stop();
+    }
+  });
 });
 
 describe('limits and traps (in-memory ports)', () => {
@@ -704,7 +746,7 @@ describe('limits and traps (in-memory ports)', () => {
     const err = await planNic(ctx, { queues: 8, ifname: 'tap0' }).catch((e: Error) => e.message);
     expect(err).to.equal(
       "tap name 'tap0' is taken by a tap made without multi_queue (tunctl, or 'ip tuntap add' without multi_queue), " +
-        "which QEMU cannot open with 8 queues; mq-hotplug lets QEMU make its own tap: delete it ('ip link del tap0') or pick another --ifname",
+        "which QEMU cannot open with 8 queues; mq-hotplug makes its own tap for each NIC: delete it ('ip link del tap0') or pick another --ifname",
     );
     world.addLink('eth9', { kind: 'veth', up: true });
     expect(await planNic(ctx, { queues: 8, ifname: 'eth9' }).catch((e: Error) => e.message)).to.equal(
@@ -724,7 +766,7 @@ describe('vhost decision', () => {
     expect(decideVhost('off', absent)).to.deep.equal({ vhost: false });
     expect(decideVhost('auto', absent)).to.deep.equal({
       vhost: false,
-      note: 'vhost off: /dev/vhost-net is not available on this host',
+      note: "vhost off: /dev/vhost-net is missing or QEMU's user cannot open it",
     });
     expect(() => decideVhost('on', absent)).to.throw(UsageError, /^vhost 'on' needs \/dev\/vhost-net/);
   });
@@ -794,6 +836,15 @@ describe('apply (in-memory ports; its lock re-enters as the real one does)', () 
     const byId = new Map(world.record!.nics.map((n) => [n.id, n]));
     expect([...byId.keys()].sort()).to.deep.equal(['keep', 'new', 'rate']);
     expect(byId.get('keep')).to.deep.include({ queues: 4, mac: '52:54:00:00:00:02' }); // replaced, MAC kept
+    // the removed NIC's tap is deleted; the replaced one's was deleted and made anew, multi_queue now
+    expect(world.links.has('vm-old')).to.equal(false);
+    expect(world.links.get('vm-keep')).to.deep.include({ multiQueue: true, alias: tapMark('vm') });
+    const tapLines = world.ipLines.map((l) => l.slice(0, 4).join(' '));
+    expect(tapLines.filter((l) => l === 'link del dev vm-keep' || l === 'tuntap add dev vm-keep')).to.deep.equal([
+      'tuntap add dev vm-keep', // the first add
+      'link del dev vm-keep',
+      'tuntap add dev vm-keep',
+    ]);
     expect(byId.get('rate')!.rate).to.equal(20);
     expect(world.qdiscMap.get(byId.get('rate')!.ifb!)?.[0]).to.include({ kind: 'tbf', rate: 20 * 125_000 });
     expect(byId.get('new')!.guestMtu).to.equal(1400);
@@ -889,7 +940,7 @@ describe('QEMU 7.2 and 10.0: what is sent, and what differs (in-memory ports)', 
     const err = (await executeAdd(ctx, plan).catch((e: unknown) => e)) as HotplugError;
     expect(err.pending).to.deep.equal([
       'device nic0 (the guest has not released it; recorded as unplug-pending)',
-      'tap vm-nic0 (QEMU 10.0.2 closes it when the guest releases nic0)',
+      'tap vm-nic0 (kept with device nic0)',
     ]);
     stop();
   });

@@ -2,7 +2,21 @@
 import { type CommandEnv, printJson, withController } from '../env.js';
 import { table } from '../output.js';
 
-const HEADERS = ['ID', 'MAC', 'TAP', 'QUEUES', 'ACTIVE', 'VECTORS', 'MQ', 'VHOST', 'BRIDGE', 'MTU', 'RATE', 'LINK'];
+const HEADERS = [
+  'ID',
+  'MAC',
+  'TAP',
+  'QUEUES',
+  'ACTIVE',
+  'VECTORS',
+  'MQ',
+  'VHOST',
+  'BRIDGE',
+  'MTU',
+  'RATE',
+  'LINK',
+  'OWNER',
+];
 const onOff = (v: boolean | null) => (v === null ? null : v ? 'on' : 'off');
 
 export async function nics(vm: string, o: { json?: boolean }, env: CommandEnv): Promise<void> {
@@ -28,6 +42,7 @@ export async function nics(vm: string, o: { json?: boolean }, env: CommandEnv): 
             : n.tapMtu,
         n.rate === null ? null : `${n.rate}M`,
         n.linkUp === null ? null : n.linkUp ? 'up' : 'down',
+        n.owner === null ? null : `uid ${n.owner}`,
         n.state,
         n.drift.join('; '),
       ]),

@@ -18,6 +18,7 @@ export interface StartOptions {
   qemu: string;
   qemuArg: string[];
   bridge?: string;
+  runAs?: string;
   ifNotRunning?: boolean;
   json?: boolean;
 }
@@ -42,6 +43,7 @@ export function specOf(vm: string, o: StartOptions): StartRequest {
     qemu: String(o.qemu),
     qemuArgs: o.qemuArg,
     bridge: o.bridge,
+    runAs: o.runAs,
   };
 }
 
@@ -51,11 +53,16 @@ export async function start(vm: string, o: StartOptions, given: Set<string>, env
   const outcome = await startByName(env, specOf(vm, o), keys, { ifNotRunning: o.ifNotRunning });
   if (!outcome.started) return env.output.out(`${vm} is already running (pid ${outcome.record.pid})\n`);
   const { record, nics, spec } = outcome;
+  if (record.user?.uid === 0)
+    env.output.err(
+      `warning: QEMU of VM '${vm}' runs as root, with every capability: a guest that escapes into QEMU owns the host\n`,
+    );
   if (o.json) return printJson(env, record);
   const s = record.spec;
   env.output.out(
     `started ${vm}: pid ${record.pid}, ${s.machine}, ${s.cpus} vCPUs, ${s.memory}, ${s.accel}` +
-      `${spec.accel === 'auto' ? ` (${record.accelReason})` : ''}; QMP ready at ${record.qmp}\n`,
+      `${spec.accel === 'auto' ? ` (${record.accelReason})` : ''}; QEMU runs as ${record.user?.name ?? 'root'}` +
+      `${record.user ? ` (uid ${record.user.uid})` : ''} in its seccomp sandbox; QMP ready at ${record.qmp}\n`,
   );
   if (nics.length) {
     env.output.out(

@@ -13,6 +13,8 @@ interface Row {
   defined: boolean;
   /** QEMU's version, for a VM with a record */
   qemu: string | null;
+  /** who QEMU runs as: the record's, else the definition's choice */
+  user: string | null;
 }
 
 export async function vms(o: { json?: boolean }, env: CommandEnv): Promise<void> {
@@ -39,7 +41,8 @@ export async function vms(o: { json?: boolean }, env: CommandEnv): Promise<void>
     const { pid, spec, qmp } = record;
     const state = await vmState(record);
     const qemu = record.qemuVersion ?? null;
-    rows.push({ name, pid, state, spec, nics: record.nics.length, qmp, defined: defined.has(name), qemu });
+    const user = record.user?.name ?? 'root'; // a record from before users were kept: root
+    rows.push({ name, pid, state, spec, nics: record.nics.length, qmp, defined: defined.has(name), qemu, user });
   }
   for (const name of defined) {
     if (rows.some((r) => r.name === name)) continue; // running, or dead with stale state to clean up
@@ -53,6 +56,7 @@ export async function vms(o: { json?: boolean }, env: CommandEnv): Promise<void>
       qmp: null,
       defined: true,
       qemu: null,
+      user: def.spec.runAs ?? null,
     });
   }
   rows.sort((a, b) => a.name.localeCompare(b.name));
@@ -61,16 +65,16 @@ export async function vms(o: { json?: boolean }, env: CommandEnv): Promise<void>
       env,
       rows.map(({ spec: { machine, cpus, memory, accel }, ...r }) => ({
         ...{ name: r.name, pid: r.pid, state: r.state, machine, cpus, memory, accel },
-        ...{ nics: r.nics, qmp: r.qmp, defined: r.defined, qemu: r.qemu },
+        ...{ nics: r.nics, qmp: r.qmp, defined: r.defined, qemu: r.qemu, user: r.user },
       })),
     );
   }
   env.output.out(
     table(
-      ['NAME', 'PID', 'STATE', 'MACHINE', 'CPUS', 'MEMORY', 'ACCEL', 'NICS', 'DEFINED', 'QEMU'],
+      ['NAME', 'PID', 'STATE', 'MACHINE', 'CPUS', 'MEMORY', 'ACCEL', 'NICS', 'DEFINED', 'QEMU', 'USER'],
       rows.map((r) => [
         ...[r.name, r.pid, r.state, r.spec.machine, r.spec.cpus, r.spec.memory, r.spec.accel],
-        ...[r.nics, r.defined ? 'yes' : 'no', r.qemu],
+        ...[r.nics, r.defined ? 'yes' : 'no', r.qemu, r.user],
       ]),
     ),
   );

@@ -86,7 +86,7 @@ function chooseHostSide(ctx: HotplugContext, request: AddRequest, checked: Check
   const why = ctx.qemu.vhostWithoutDeviceAborts
     ? `QEMU ${ctx.qemu.version} would abort the whole VM on it`
     : `QEMU ${ctx.qemu.version} would refuse it`;
-  const { vhost, note } = decideVhost(vhostMode, () => ctx.host.vhostNetUsable(), why);
+  const { vhost, note } = decideVhost(vhostMode, () => ctx.host.vhostNetUsable(ctx.qemuUser), why);
   return { tapMtu: bridgeMtu ?? guestMtu, vhost, notes: note ? [note] : [] };
 }
 
@@ -135,7 +135,7 @@ function placeNic(
       // the trap that brings people here: a tap made by hand cannot carry queues=N
       throw new UsageError(
         `tap name '${tap}' is taken by a tap made without multi_queue (tunctl, or 'ip tuntap add' without ` +
-          `multi_queue), which QEMU cannot open with ${queues} queues; mq-hotplug lets QEMU make its own tap: ` +
+          `multi_queue), which QEMU cannot open with ${queues} queues; mq-hotplug makes its own tap for each NIC: ` +
           `delete it ('ip link del ${tap}') or pick another --ifname`,
       );
     }

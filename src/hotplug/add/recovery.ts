@@ -25,7 +25,7 @@ export async function recoverAdds(ctx: HotplugContext): Promise<void> {
       ctx.publish('NIC_RECOVERED', { device: nic.id, outcome: 'finished' });
     } else {
       if (netdevs.has(nic.netdev)) await ctx.qmp.execute('netdev_del', { id: nic.netdev });
-      await ctx.taps.release(nic);
+      await ctx.taps.release(nic, { unfinished: true });
       await ctx.network.detach(nic);
       ctx.record.forgetNic(nic.id);
       ctx.publish('NIC_RECOVERED', { device: nic.id, outcome: 'undone' });

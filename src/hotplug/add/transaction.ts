@@ -177,11 +177,12 @@ async function failure(
 ): Promise<HotplugError> {
   if (ctx.qmp.isReady) return new HotplugError(step, cause, report);
   if (await ctx.record.qemuExited()) {
+    await ctx.taps.release(plan).catch(() => {}); // persistent: it outlives QEMU
     ctx.record.forgetNic(plan.id); // nothing of it is left to recover
     return new HotplugError(
       step,
       new Error(
-        `QEMU of VM '${ctx.vm}' exited during the hot-plug (${cause.message}); its tap, netdev and device went with it`,
+        `QEMU of VM '${ctx.vm}' exited during the hot-plug (${cause.message}); its netdev and device went with it, its tap is deleted`,
       ),
     );
   }
@@ -206,7 +207,7 @@ async function undo(
 
 /**
  * Undoes a half-made add: device_del (waiting briefly for the guest), then netdev_del, which QEMU
- * accepts even while the unplug is pending, then the tap (where the tap source made it) and the
+ * accepts even while the unplug is pending, then the tap (unless the guest still holds the device) and the
  * backend's extras. A device the guest keeps is recorded as unplug-pending, so `remove` or the
  * agent can finish it.
  */
@@ -237,11 +238,12 @@ async function rollback(ctx: HotplugContext, plan: AddPlan, deviceExists: boolea
   } catch (e) {
     report.pending.push(`netdev ${plan.netdev} (netdev_del failed: ${(e as Error).message})`);
   }
-  await step(`tap ${plan.tap}`, () => ctx.taps.release(plan));
-  if (!ctx.host.linkExists(plan.tap)) report.undone.push(`tap ${plan.tap} gone`);
-  else if (report.devicePlugged && ctx.qemu.netdevDelWaitsForUnplug)
-    report.pending.push(`tap ${plan.tap} (QEMU ${ctx.qemu.version} closes it when the guest releases ${plan.id})`);
-  else report.pending.push(`tap ${plan.tap} still exists`);
+  // a device the guest still holds keeps its tap (QEMU 10.0 still has it open): `remove` deletes both
+  if (report.devicePlugged) report.pending.push(`tap ${plan.tap} (kept with device ${plan.id})`);
+  else {
+    await step(`tap ${plan.tap}`, () => ctx.taps.release(plan));
+    if (ctx.host.linkExists(plan.tap)) report.pending.push(`tap ${plan.tap} still exists`);
+  }
   await step(`ifb ${plan.ifb}`, () => ctx.network.detach(plan));
   // the device stays until the guest lets go: recorded, so `remove` or the agent can finish it
   if (report.devicePlugged) ctx.record.saveNic(recordOf(nicOf(plan), 'unplug-pending'));

@@ -1,25 +1,66 @@
 /**
- * Where a NIC's tap comes from. Today QEMU makes it from `ifname` at netdev_add, and it goes with
- * the netdev (QemuMadeTap). A QEMU that is not root cannot make one: the tap must then be made by
- * mq-hotplug before netdev_add (owned by QEMU's uid, persistent) and deleted by it after netdev_del;
- * that is a second TapSource, and the transaction already calls both ends of it.
+ * Where a NIC's tap comes from: mq-hotplug makes it before netdev_add, persistent and owned by
+ * the uid of the VM's QEMU (host/tap.ts), so no other uid can attach a queue to it, and a QEMU
+ * that is not root can open it at all. QEMU's netdev_del leaves such a tap: `release` deletes it,
+ * in remove, every rollback and recovery. A tap without this VM's mark is never touched.
  */
+import { type OwnedTapSpec, ownedTapLines, tapIsOurs, tapMark } from '../../host/tap.js';
 import type { Nic } from '../../model/nic.js';
+import type { HostPort } from '../context.js';
+
+type TapOf = Pick<Nic, 'tap' | 'queues'> & Partial<Pick<Nic, 'tapMac' | 'tapMtu'>>;
 
 export interface TapSource {
   readonly kind: string;
+  /** The uid that owns the taps this source makes (QEMU's). */
+  readonly owner: number;
   /** Host commands run before netdev_add (a dry run shows them). */
-  commands(nic: Pick<Nic, 'tap' | 'queues'>): string[][];
-  /** Before netdev_add: make the tap, where this source makes it. */
-  prepare(nic: Pick<Nic, 'tap' | 'queues'>): Promise<void>;
-  /** After netdev_del (or a failed netdev_add): delete the tap, where this source made it. Returns what it removed. */
-  release(nic: Pick<Nic, 'tap'>): Promise<string[]>;
+  commands(nic: TapOf): string[][];
+  /** Before netdev_add: make the tap. */
+  prepare(nic: TapOf): Promise<void>;
+  /**
+   * After netdev_del (or a failed netdev_add): delete the tap, where this source made it. Returns
+   * what it removed. `unfinished`: the NIC's add died midway (recovery), so a tap it made but had
+   * not marked yet is taken too.
+   */
+  release(nic: Pick<Nic, 'tap'>, options?: { unfinished?: boolean }): Promise<string[]>;
 }
 
-/** QEMU makes the multiqueue tap from ifname, and it goes with the netdev: nothing to make or delete. */
-export const qemuMadeTap: TapSource = {
-  kind: 'made by QEMU',
-  commands: () => [],
-  prepare: async () => {},
-  release: async () => [],
-};
+export class OwnedTap implements TapSource {
+  readonly kind = 'owned tap';
+  private readonly mark: string;
+
+  /** `vmKey` names the VM on this host (its state directory, or its socket for a --qmp VM). */
+  constructor(
+    private readonly host: HostPort,
+    readonly owner: number,
+    vmKey: string,
+  ) {
+    this.mark = tapMark(vmKey);
+  }
+
+  private spec(nic: TapOf): OwnedTapSpec {
+    return { ...nic, owner: this.owner, mark: this.mark };
+  }
+
+  commands(nic: TapOf): string[][] {
+    return ownedTapLines(this.spec(nic)).map((line) => this.host.ipArgv(line));
+  }
+
+  async prepare(nic: TapOf): Promise<void> {
+    const [make, mark] = ownedTapLines(this.spec(nic));
+    await this.host.ip(make);
+    try {
+      await this.host.ip(mark);
+    } catch (e) {
+      await this.host.ip(['link', 'del', 'dev', nic.tap]).catch(() => {}); // made just now, not marked yet
+      throw e;
+    }
+  }
+
+  async release({ tap }: Pick<Nic, 'tap'>, { unfinished = false } = {}): Promise<string[]> {
+    if (!tapIsOurs(this.host.readTap(tap), this.mark, unfinished ? { owner: this.owner } : undefined)) return [];
+    await this.host.ip(['link', 'del', 'dev', tap]);
+    return [`tap ${tap} deleted`];
+  }
+}
