@@ -181,8 +181,9 @@ async function parallel(bridge: string): Promise<void> {
 /** remove with a guest: device_del to DEVICE_DELETED, and the whole remove. */
 async function removeWithGuest(bridge: string): Promise<void> {
   await guestImage();
-  const guest = await Guest.boot({ name: vmName('bgst'), stateDir: store.root, cpus: 2, machine: 'pc', bridge });
-  const vm = await Controller.open({ name: 'bguest', store });
+  const name = vmName('bgst');
+  const guest = await Guest.boot({ name, stateDir: store.root, cpus: 2, machine: 'pc', bridge });
+  const vm = await Controller.open({ name, store });
   try {
     for (let i = 0; i < ROUNDS.remove; i++) {
       const nic = (await vm.addNic({ queues: 8 })) as AddResult;
