@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what mq-hotplug's demo and tests need on a fresh Debian machine, only what is missing:
-# QEMU, iproute2, the tools the guest builder uses, and for the fleet tests ansible-core and
+# QEMU, iproute2, Open vSwitch, the tools the guest builder uses, and for the fleet tests ansible-core and
 # systemd-analyze; refreshes apt's lists when they lack the guest's kernel package. Needs root.
 set -euo pipefail
 missing=()
@@ -9,6 +9,8 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v xz >/dev/null || missing+=(xz-utils)
 command -v gzip >/dev/null || missing+=(gzip)
 command -v tc >/dev/null || missing+=(iproute2)
+# Open vSwitch bridges: the tests run their own ovsdb-server and ovs-vswitchd (systemd cannot start them here)
+command -v ovs-vswitchd >/dev/null || missing+=(openvswitch-switch)
 # the fleet tests: the Ansible example, and systemd-analyze for the unit template
 command -v ansible-playbook >/dev/null || missing+=(ansible-core)
 command -v systemd-analyze >/dev/null || missing+=(systemd)

@@ -65,3 +65,43 @@ export function checkChoice<T extends string>(value: string, what: string, choic
   }
   return value as T;
 }
+
+/** An 802.1Q VLAN id: 1-4094 (0 means untagged, 4095 is reserved). */
+export function checkVlan(value: string | number, what = 'VLAN'): number {
+  return checkInt(value, what, 1, 4094, '802.1Q; 0 and 4095 are reserved');
+}
+
+/**
+ * A trunk's VLANs, as Proxmox and ovs-vsctl write them: "10,20,30-40" (or an array of ids), each
+ * 1-4094, none twice. Returned sorted, ranges expanded (OVSDB keeps the set).
+ */
+export function checkTrunks(value: string | readonly (number | string)[]): number[] {
+  const text = Array.isArray(value) ? value.join(',') : String(value);
+  const bad = (why: string) =>
+    new UsageError(`invalid trunks '${text}': ${why}; use VLAN ids 1-4094 and ranges, like 10,20,30-40`);
+  const ids: number[] = [];
+  for (const part of text.split(',')) {
+    const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
+    if (!m) throw bad(`'${part}' is not a VLAN id or a range`);
+    const [from, to] = [Number(m[1]), Number(m[2] ?? m[1])];
+    for (const n of [from, to]) if (n < 1 || n > 4094) throw bad(`${n} is out of range`);
+    if (to < from) throw bad(`range ${part.trim()} runs backwards`);
+    for (let n = from; n <= to; n++) ids.push(n);
+  }
+  const sorted = [...ids].sort((a, b) => a - b);
+  const dup = sorted.find((n, i) => i > 0 && sorted[i - 1] === n);
+  if (dup !== undefined) throw bad(`VLAN ${dup} is given twice`);
+  return sorted;
+}
+
+/** A trunk list written back compactly: [10, 20, 30, 31, 32] is "10,20,30-32". */
+export function trunksText(ids: readonly number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < ids.length;) {
+    let j = i;
+    while (j + 1 < ids.length && ids[j + 1] === ids[j]! + 1) j++;
+    parts.push(j > i ? `${ids[i]}-${ids[j]}` : `${ids[i]}`);
+    i = j + 1;
+  }
+  return parts.join(',');
+}

@@ -12,7 +12,7 @@
  * apply converges. On a defined VM that is not running only the definition changes.
  */
 import { UsageError } from '../errors.js';
-import { checkQemuId } from '../host/validate.js';
+import { checkQemuId, checkTrunks, trunksText } from '../host/validate.js';
 import {
   type NicDefinition,
   type NicRecord,
@@ -23,7 +23,8 @@ import {
   withoutUndefined,
 } from '../model/nic.js';
 import type { VmDefinition } from '../qemu/definition.js';
-import { checkRequest, resolveQueues } from './add/checks.js';
+import { randomUUID } from 'node:crypto';
+import { type CheckedRequest, checkRequest, resolveQueues } from './add/checks.js';
 import { defaultTapName, freeLinkName, randomMac } from './add/names.js';
 import type { AddRequest } from './add/plan.js';
 import { recoverAdds } from './add/recovery.js';
@@ -37,7 +38,7 @@ import { removeNic } from './remove.js';
 export type NicWanted = NicRequest & { id: string };
 
 /** The fields of a spec's NIC, as a user writes them. */
-const NIC_FIELDS = ['id', 'queues', 'bridge', 'mac', 'ifname', 'vhost', 'mtu', 'rate'];
+const NIC_FIELDS = ['id', 'queues', 'bridge', 'mac', 'ifname', 'vhost', 'mtu', 'rate', 'vlan', 'trunks'];
 
 /** A NIC as the VM has it now, from the record, the definition, or QEMU and the host. */
 interface CurrentNic {
@@ -49,6 +50,9 @@ interface CurrentNic {
   vhost?: VhostMode;
   guestMtu?: number;
   rate?: number;
+  vlan?: number;
+  trunks?: number[];
+  ifaceId?: string;
 }
 
 export interface ApplyResult {
@@ -56,7 +60,7 @@ export interface ApplyResult {
   added: string[];
   removed: string[];
   replaced: string[];
-  /** changed in place (the rate) */
+  /** changed in place (the rate, the VLAN) */
   updated: string[];
   unchanged: string[];
   dryRun?: boolean;
@@ -119,8 +123,12 @@ export function parseApplySpec(text: string, source: string): NicWanted[] {
   });
 }
 
-/** What would change one NIC: replace (with the reasons), a new rate in place, or nothing. */
-function compare(current: CurrentNic, wanted: NicWanted, bridge: string | null): { replace: string[]; rate: boolean } {
+/** What would change one NIC: replace (with the reasons), a new rate or VLAN in place, or nothing. */
+function compare(
+  current: CurrentNic,
+  wanted: NicWanted,
+  bridge: string | null,
+): { replace: string[]; inPlace: boolean } {
   const replace: string[] = [];
   if (Number(wanted.queues) !== current.queues) replace.push(`queues ${current.queues} -> ${wanted.queues}`);
   if (bridge !== current.bridge) replace.push(`bridge ${current.bridge ?? 'none'} -> ${bridge ?? 'none'}`);
@@ -132,7 +140,11 @@ function compare(current: CurrentNic, wanted: NicWanted, bridge: string | null):
     replace.push(`vhost ${current.vhost} -> ${wanted.vhost}`);
   if (wanted.guestMtu !== current.guestMtu)
     replace.push(`guest MTU ${current.guestMtu ?? 'default'} -> ${wanted.guestMtu ?? 'default'}`);
-  return { replace, rate: wanted.rate !== current.rate };
+  const vlan = wanted.vlan === undefined ? undefined : Number(wanted.vlan);
+  const trunks = wanted.trunks === undefined ? [] : checkTrunks(wanted.trunks);
+  const inPlace =
+    wanted.rate !== current.rate || vlan !== current.vlan || trunksText(trunks) !== trunksText(current.trunks ?? []);
+  return { replace, inPlace };
 }
 
 interface Plan {
@@ -155,9 +167,9 @@ function planApply(current: CurrentNic[], wanted: NicWanted[], defaultBridge: st
       continue;
     }
     const bridge = w.bridge === undefined ? defaultBridge : w.bridge || null;
-    const { replace, rate } = compare(have, w, bridge);
+    const { replace, inPlace } = compare(have, w, bridge);
     if (replace.length) plan.replace.push({ current: have, wanted: w, why: replace });
-    else if (rate) plan.update.push({ current: have, wanted: w });
+    else if (inPlace) plan.update.push({ current: have, wanted: w });
     else plan.unchanged.push(w.id);
   }
   return plan;
@@ -180,9 +192,9 @@ function withQueues(spec: NicWanted[], cpus: number | undefined): NicWanted[] {
   return spec.map((w) => (w.queues === 'auto' ? { ...w, queues: resolveQueues('auto', cpus) } : w));
 }
 
-/** The add request for a wanted NIC; a replaced NIC keeps its MAC and tap unless the spec names others. */
+/** The add request for a wanted NIC; a replaced NIC keeps its MAC, tap and iface id unless the spec names others. */
 function requestOf(w: NicWanted, keep?: CurrentNic): AddRequest {
-  return { ...w, mac: w.mac ?? keep?.mac, ifname: w.ifname ?? keep?.tap };
+  return withoutUndefined({ ...w, mac: w.mac ?? keep?.mac, ifname: w.ifname ?? keep?.tap, ifaceId: keep?.ifaceId });
 }
 
 /** Applies the spec to a running VM (ours or given by --qmp), under its lock. */
@@ -197,7 +209,7 @@ export async function applyLive(
     const defaultBridge = record?.spec.bridge ?? null;
     const cpus = record?.spec.cpus ?? (await inspectVm(ctx.qmp, { askCpus: true })).cpus;
     const wanted = withQueues(spec, cpus);
-    for (const w of wanted) checkRequest(ctx, requestOf(w), defaultBridge);
+    for (const w of wanted) await checkRequest(ctx, requestOf(w), defaultBridge);
     const current = record ? currentFromRecord(record.nics) : await currentFromQemu(ctx);
     const plan = planApply(current, wanted, defaultBridge);
     const live = await inspectVm(ctx.qmp, { askCpus: false });
@@ -214,22 +226,23 @@ export async function applyLive(
       await removeNic(ctx, nic.id, removeTimeoutMs);
       await addNic(ctx, requestOf(w, nic));
     }
-    for (const { current: nic, wanted: w } of plan.update) await changeRate(ctx, nic.id, w.rate);
+    for (const { current: nic, wanted: w } of plan.update) await changeInPlace(ctx, nic.id, w);
     for (const w of plan.add) await addNic(ctx, requestOf(w));
     return resultOf(plan);
   });
 }
 
 /** A defined VM that is not running: only its definition changes (MACs and taps are chosen now, slots at start). */
-export function applyDefinition(
+export async function applyDefinition(
   def: VmDefinition,
   spec: NicWanted[],
   ports: { host: HostPort; network: NetworkBackend },
   { dryRun = false } = {},
-): { result: ApplyResult; definition: VmDefinition } {
+): Promise<{ result: ApplyResult; definition: VmDefinition }> {
   const defaultBridge = def.spec.bridge ?? null;
   const wanted = withQueues(spec, def.spec.cpus);
-  for (const w of wanted) checkRequest(ports, requestOf(w), defaultBridge);
+  const checked = new Map<string, CheckedRequest>();
+  for (const w of wanted) checked.set(w.id, await checkRequest(ports, requestOf(w), defaultBridge));
   const plan = planApply(def.nics.map(currentFromDefinition), wanted, defaultBridge);
   if (def.spec.machine === 'q35' && wanted.length > def.spec.hotplugSlots) {
     throw new UsageError(
@@ -244,19 +257,19 @@ export function applyDefinition(
   for (const w of wanted) if (w.mac) taken.add(w.mac.toLowerCase());
   const nics: NicDefinition[] = wanted.map((w) => {
     const have = kept.get(w.id);
-    const checked = checkRequest(ports, requestOf(w), defaultBridge);
-    const mac = checked.mac ?? have?.mac ?? randomMac(taken);
+    const c = checked.get(w.id)!;
+    const mac = c.mac ?? have?.mac ?? randomMac(taken);
     taken.add(mac);
-    const nic: NicDefinition = {
+    const nic: NicDefinition = withoutUndefined({
       id: w.id,
       mac,
       tap: w.ifname ?? have?.tap ?? defaultTapName(def.name, w.id, () => false),
-      queues: checked.queues,
-      bridge: checked.bridge,
-      vhost: checked.vhostMode,
-      ...(checked.guestMtu !== undefined ? { guestMtu: checked.guestMtu } : {}),
-      ...(checked.rate !== undefined ? { rate: checked.rate } : {}),
-    };
+      queues: c.queues,
+      bridge: c.bridge,
+      vhost: c.vhostMode,
+      ...{ guestMtu: c.guestMtu, rate: c.rate, vlan: c.vlan, trunks: c.trunks },
+      ifaceId: c.bridgeKind === 'ovs' ? (have?.ifaceId ?? randomUUID()) : undefined,
+    });
     // a NIC that stays keeps its slot; a replaced one too (same id, same place in the guest)
     if (have?.bus) Object.assign(nic, { bus: have.bus, addr: have.addr });
     return nic;
@@ -264,14 +277,22 @@ export function applyDefinition(
   return { result, definition: { ...def, nics } };
 }
 
-/** A new rate (or none) for a running NIC, in place: the shaping is replaced, the record and definition follow. */
-async function changeRate(ctx: HotplugContext, id: string, rate: number | string | undefined): Promise<void> {
+/**
+ * A new rate or VLAN for a running NIC, in place (the backend's update: the shaping replaced on a
+ * Linux bridge, the port's VLAN columns on OVS); the record and definition follow.
+ */
+async function changeInPlace(ctx: HotplugContext, id: string, w: NicWanted): Promise<void> {
   const nic = ctx.record.read()?.nics.find((n) => n.id === id);
-  if (!nic) throw new UsageError(`NIC '${id}' is not in the record of VM '${ctx.vm}'; its rate cannot be changed`);
-  if (nic.rate) await ctx.network.detach(nic);
-  const updated: NicRecord = { ...nic, rate: undefined, ifb: undefined };
-  if (rate) Object.assign(updated, { rate: Number(rate), ifb: freeLinkName('mqi', ctx.host.linkExists) });
-  if (rate) await ctx.network.attach(updated);
+  if (!nic) throw new UsageError(`NIC '${id}' is not in the record of VM '${ctx.vm}'; it cannot be changed in place`);
+  const { rate, vlan, trunks } = w;
+  const updated: NicRecord = withoutUndefined({
+    ...nic,
+    rate: rate ? Number(rate) : undefined,
+    ifb: !rate ? undefined : nic.rate ? nic.ifb : freeLinkName('mqi', ctx.host.linkExists),
+    vlan: vlan === undefined ? undefined : Number(vlan),
+    trunks: trunks === undefined ? undefined : checkTrunks(trunks),
+  });
+  await ctx.network.update(nic, updated);
   ctx.record.saveNic(recordOf(updated, nic.state));
   ctx.record.defineNic(definitionOf(updated));
 }
@@ -286,12 +307,15 @@ function currentFromRecord(nics: NicRecord[]): CurrentNic[] {
     vhost: n.vhostMode,
     guestMtu: n.guestMtu,
     rate: n.rate,
+    vlan: n.vlan,
+    trunks: n.trunks,
+    ifaceId: n.ifaceId,
   }));
 }
 
 function currentFromDefinition(n: NicDefinition): CurrentNic {
-  const { id, mac, tap, queues, bridge, vhost, guestMtu, rate } = n;
-  return { id, mac, tap, queues, bridge, vhost, guestMtu, rate };
+  const { id, mac, tap, queues, bridge, vhost, guestMtu, rate, vlan, trunks, ifaceId } = n;
+  return { id, mac, tap, queues, bridge, vhost, guestMtu, rate, vlan, trunks, ifaceId };
 }
 
 /** A VM given by --qmp keeps no record: its NICs as QEMU and the host show them. */

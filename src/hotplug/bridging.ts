@@ -6,6 +6,7 @@
  */
 import { type Observable, type Subscription, concatMap, filter } from 'rxjs';
 import type { ControllerEvent, Publish, VmEvent } from './events.js';
+import { type Port, withoutUndefined } from '../model/nic.js';
 import type { NetworkBackend } from './network/backend.js';
 
 type DeviceAdded = Extract<ControllerEvent, { event: 'DEVICE_ADDED' }>;
@@ -18,14 +19,15 @@ export function startBridging(ctx: {
   return ctx.events$
     .pipe(
       filter((e): e is DeviceAdded => e.source === 'controller' && e.event === 'DEVICE_ADDED'),
-      concatMap(async ({ data: { device, tap, bridge, mac, tapMac, tapMtu, rate, ifb } }) => {
+      concatMap(async ({ data }) => {
+        const { device, tap, bridge, mac, tapMac } = data;
         try {
-          await ctx.network.attach({
-            ...{ tap, bridge, mac, tapMac },
-            ...(tapMtu !== null ? { tapMtu } : {}),
-            ...(rate !== null ? { rate } : {}),
-            ...(ifb !== null ? { ifb } : {}),
-          });
+          // the event's nulls are the port's absent fields
+          const set = Object.entries(data).filter(([, v]) => v !== null);
+          const { tapMtu, rate, ifb, bridgeKind, vlan, trunks, ifaceId } = Object.fromEntries(set) as Partial<Port>;
+          await ctx.network.attach(
+            withoutUndefined({ tap, bridge, mac, tapMac, tapMtu, rate, ifb, bridgeKind, vlan, trunks, ifaceId }),
+          );
           ctx.publish('NIC_BRIDGED', { device, tap, bridge });
         } catch (err) {
           ctx.publish('NIC_BRIDGE_FAILED', { device, tap, bridge, error: (err as Error).message });

@@ -12,7 +12,7 @@
  */
 import { Observable, type Subscription, Subject, map, merge, share } from 'rxjs';
 import type { LinkInfo } from '../host/ip.js';
-import type { TapInfo } from '../host/tap.js';
+import { type TapInfo, tapMark } from '../host/tap.js';
 import { type Credentials, ROOT } from '../host/users.js';
 import type { Qdisc } from '../host/tc.js';
 import type { NicDefinition, NicRecord, NicState } from '../model/nic.js';
@@ -23,7 +23,7 @@ import type { VmRecord } from '../qemu/state.js';
 import { startBridging } from './bridging.js';
 import type { ControllerEvent, ControllerEventData, ControllerEventName, Publish, VmEvent } from './events.js';
 import type { NetworkBackend } from './network/backend.js';
-import { LinuxBridge } from './network/linux-bridge.js';
+import { HostNetwork } from './network/host-network.js';
 import { OwnedTap, type TapSource } from './network/tap-source.js';
 
 /** The VM's control monitor. */
@@ -99,7 +99,7 @@ export interface ContextParts {
   qemuEvents$: Observable<QmpEvent>;
   record: RecordPort;
   host: HostPort;
-  /** Default: the Linux bridge on `host`. */
+  /** Default: Linux and Open vSwitch bridges on `host` (network/host-network.ts). */
   network?: NetworkBackend;
   /** Who the VM's QEMU runs as (default root): its taps are owned by it, vhost is judged for it. */
   qemuUser?: Credentials;
@@ -131,7 +131,8 @@ export class HotplugContext {
 
   private constructor(parts: ContextParts) {
     ({ vm: this.vm, qmp: this.qmp, record: this.record, host: this.host } = parts);
-    this.network = parts.network ?? new LinuxBridge(parts.host);
+    this.network =
+      parts.network ?? new HostNetwork(parts.host, { vm: parts.vm, mark: tapMark(parts.vmKey ?? parts.vm) });
     this.qemuUser = parts.qemuUser ?? ROOT;
     this.taps = parts.taps ?? new OwnedTap(parts.host, this.qemuUser.uid, parts.vmKey ?? parts.vm);
     this.qemu = capabilitiesOf(parts.qmp.version);
@@ -160,6 +161,7 @@ export class HotplugContext {
   close(): void {
     this.reactions.unsubscribe();
     this.own.complete();
+    this.network.close();
   }
 }
 

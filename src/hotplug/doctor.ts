@@ -1,5 +1,5 @@
 /**
- * What `doctor` checks on the host: QEMU, /dev/net/tun, vhost-net, KVM, ip and the bridges, and
+ * What `doctor` checks on the host: QEMU, /dev/net/tun, vhost-net, KVM, ip and the bridges, Open vSwitch, and
  * what a VM's own user (a uid that owns nothing, in no group: what `start` makes) can open of
  * them, and the tools that make such a user and start QEMU as it. Each probe says ok, warn or fail
  * with one line of detail; a fail means hot-plug cannot work here.
@@ -31,6 +31,37 @@ export interface Probes {
   vmUserCannot(path: string): string | undefined;
   /** Whether a program is on PATH. */
   found(program: string): boolean;
+  /** Open vSwitch: its database's bridges and whether ovs-vswitchd applies changes, or why not. */
+  ovs(): Promise<OvsState>;
+}
+
+export type OvsState =
+  { state: 'absent'; why: string } | { state: 'answering'; socket: string; bridges: string[]; vswitchd: boolean };
+
+/** Asks OVSDB for its bridges, and has ovs-vswitchd apply an empty change (what any ovs-vsctl write waits for). */
+async function probeOvs(): Promise<OvsState> {
+  const { OvsdbClient, appliedTarget, applyOps, ovsdbSocket } = await import('../host/ovsdb.js');
+  const socket = ovsdbSocket();
+  if (!fs.existsSync(socket)) return { state: 'absent', why: `no database at ${socket}` };
+  let db;
+  try {
+    db = await OvsdbClient.connect(socket);
+  } catch (e) {
+    return { state: 'absent', why: (e as Error).message };
+  }
+  try {
+    const bridges = (await db.select('Bridge', [], ['name'])).map((b) => b.name as string).sort();
+    const vswitchd = await db
+      .transact(applyOps())
+      .then((r) => db.waitApplied(appliedTarget(r), 2000))
+      .then(
+        () => true,
+        () => false,
+      );
+    return { state: 'answering', socket, bridges, vswitchd };
+  } finally {
+    db.close();
+  }
 }
 
 export const hostProbes: Probes = {
@@ -49,6 +80,7 @@ export const hostProbes: Probes = {
     (JSON.parse(await ip(['-j', 'link', 'show', 'type', 'bridge'])) as { ifname: string }[]).map((b) => b.ifname),
   vmUserCannot: (path) => whyCannotOpen(A_VM_USER, path, 'rw'),
   found: (program) => findBinary(program) !== undefined,
+  ovs: probeOvs,
 };
 
 export async function probeHost(qemu: string, probes: Probes = hostProbes): Promise<Check[]> {
@@ -105,5 +137,17 @@ export async function probeHost(qemu: string, probes: Probes = hostProbes): Prom
   } catch (e) {
     checks.push({ check: 'ip', status: 'fail', detail: (e as Error).message });
   }
+  const ovs = await probes.ovs();
+  checks.push(
+    ovs.state === 'absent'
+      ? { check: 'openvswitch', status: 'ok', detail: `not here (${ovs.why}): Linux bridges only` }
+      : {
+          check: 'openvswitch',
+          status: ovs.vswitchd ? 'ok' : 'warn',
+          detail:
+            `database at ${ovs.socket} answers; bridges: ${ovs.bridges.join(', ') || 'none'}; ` +
+            (ovs.vswitchd ? 'ovs-vswitchd applies changes' : 'ovs-vswitchd does not apply changes (is it running?)'),
+        },
+  );
   return checks;
 }

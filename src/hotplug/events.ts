@@ -23,6 +23,11 @@ export interface ControllerEventData {
       tapMtu: number | null;
       rate: number | null;
       ifb: string | null;
+      /** 'ovs': an Open vSwitch bridge (null: a Linux bridge, or none) */
+      bridgeKind: 'ovs' | null;
+      vlan: number | null;
+      trunks: number[] | null;
+      ifaceId: string | null;
     };
   /** The tap is on its bridge (or, with no bridge, up). */
   NIC_BRIDGED: { device: string; tap: string; bridge: string | null };

@@ -3,6 +3,7 @@
  * of each tap (`ip -j -d link show`, one exec), the network backend's view of its port, and the
  * record, reporting any drift between them.
  */
+import type { NicRecord } from '../model/nic.js';
 import type { HotplugContext } from './context.js';
 import { liveNics } from './inspect.js';
 
@@ -18,7 +19,12 @@ export interface NicView {
   vectors: number | null;
   mq: boolean | null;
   vhost: boolean | null;
+  /** The bridge the tap is on (live), and what kind the record says it is. */
   bridge: string | null;
+  bridgeKind: 'linux' | 'ovs' | null;
+  /** The VLAN (access, or native with trunks) and the trunked VLANs, as recorded (OVS). */
+  vlan: number | null;
+  trunks: number[] | null;
   /** The tap's own MAC and MTU, live. */
   tapMac: string | null;
   tapMtu: number | null;
@@ -75,7 +81,8 @@ export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
       vectors: nic.vectors,
       mq: nic.mq,
       vhost: rec?.vhost ?? null,
-      bridge: link?.master ?? null,
+      bridge: rec ? ctx.network.bridgeOf(rec, link, seen) : (link?.master ?? null),
+      ...kindAndVlan(rec),
       tapMac: link?.address ?? null,
       tapMtu: link?.mtu ?? null,
       guestMtu: rec?.guestMtu ?? null,
@@ -98,6 +105,7 @@ export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
       mq: null,
       vhost: rec.vhost,
       bridge: null,
+      ...kindAndVlan(rec),
       tapMac: null,
       tapMtu: null,
       guestMtu: rec.guestMtu ?? null,
@@ -109,4 +117,12 @@ export async function listNics(ctx: HotplugContext): Promise<NicView[]> {
     });
   }
   return views;
+}
+
+function kindAndVlan(rec: NicRecord | undefined): Pick<NicView, 'bridgeKind' | 'vlan' | 'trunks'> {
+  return {
+    bridgeKind: !rec?.bridge ? null : rec.bridgeKind === 'ovs' ? 'ovs' : 'linux',
+    vlan: rec?.vlan ?? null,
+    trunks: rec?.trunks ?? null,
+  };
 }

@@ -11,7 +11,8 @@
 import fs from 'node:fs';
 import { UsageError } from '../errors.js';
 import { isBridge } from '../host/ip.js';
-import { checkVmName } from '../host/validate.js';
+import { tapMark } from '../host/tap.js';
+import { checkIfname, checkVmName } from '../host/validate.js';
 import { DEFINITION_VERSION, type DefinitionStore, type StartRequest } from '../qemu/definition.js';
 import { type StateStore, type VmRecord, qemuAlive } from '../qemu/state.js';
 import { deleteVmUser } from '../qemu/vm-user.js';
@@ -20,7 +21,7 @@ import { LinuxHost } from './adapters.js';
 import { type ApplyResult, type NicWanted, applyDefinition, applyLive } from './apply.js';
 import { startDefined } from './boot.js';
 import { Controller } from './controller.js';
-import { LinuxBridge } from './network/linux-bridge.js';
+import { HostNetwork } from './network/host-network.js';
 
 export interface Stores {
   store: StateStore;
@@ -42,8 +43,8 @@ export function mergeStartSpec(
   return { ...saved, ...Object.fromEntries([...given].map((key) => [key, requested[key]])) };
 }
 
-/** What a start needs of the host before QEMU runs: a memory size, files that exist, a bridge. */
-export function checkStartRequest(spec: StartRequest): void {
+/** What a start needs of the host before QEMU runs: a memory size, files that exist, a bridge (Linux or OVS). */
+export async function checkStartRequest(spec: StartRequest): Promise<void> {
   if (!MEMORY.test(spec.memory)) throw new UsageError(`invalid memory '${spec.memory}': use a size like 512M or 2G`);
   const files: [string, string | undefined][] = [
     ['kernel', spec.kernel],
@@ -53,8 +54,13 @@ export function checkStartRequest(spec: StartRequest): void {
   for (const [what, file] of files) {
     if (file !== undefined && !fs.existsSync(file)) throw new UsageError(`${what} '${file}' does not exist`);
   }
-  if (spec.bridge !== undefined && !isBridge(spec.bridge))
-    throw new UsageError(`bridge '${spec.bridge}' does not exist or is not a bridge`);
+  if (spec.bridge === undefined || isBridge(spec.bridge)) return;
+  const network = new HostNetwork(new LinuxHost(), { vm: spec.name, mark: '' });
+  try {
+    await network.checkBridge(checkIfname(spec.bridge, 'bridge name'));
+  } finally {
+    network.close();
+  }
 }
 
 /** The running record of a VM, or undefined when it has none or its QEMU is gone. */
@@ -80,7 +86,7 @@ export async function startByName(
   checkVmName(vm);
   const saved = definitions.read(vm);
   const spec = mergeStartSpec(saved?.spec, requested, given);
-  checkStartRequest(spec);
+  await checkStartRequest(spec);
   const running = runningRecord(store, vm);
   if (running) {
     if (ifNotRunning) return { started: false, record: running };
@@ -122,9 +128,14 @@ export async function applyByName(
         `no VM named '${vm}': it is neither running nor defined in ${definitions.root} (see 'mq-hotplug vms')`,
       );
     const host = new LinuxHost();
-    const applied = applyDefinition(def, wanted, { host, network: new LinuxBridge(host) }, options);
-    if (!options.dryRun) definitions.write(applied.definition);
-    return applied.result;
+    const network = new HostNetwork(host, { vm, mark: tapMark(store.vmDir(vm)) });
+    try {
+      const applied = await applyDefinition(def, wanted, { host, network }, options);
+      if (!options.dryRun) definitions.write(applied.definition);
+      return applied.result;
+    } finally {
+      network.close();
+    }
   });
 }
 

@@ -41,7 +41,16 @@ export interface NicRequest {
   rate?: number | string;
   /** where the NIC must go (a saved NIC coming back); default: the first free slot */
   slot?: Slot;
+  /** an access port on this VLAN (1-4094); with trunks, the native VLAN, untagged (Open vSwitch only) */
+  vlan?: number | string;
+  /** a trunk carrying these VLANs tagged: "10,20,30-40" or a list (Open vSwitch only) */
+  trunks?: string | readonly (number | string)[];
+  /** the port's stable id for an OVN/Neutron agent (external-ids:iface-id); default: a new UUID */
+  ifaceId?: string;
 }
+
+/** What a NIC's bridge is: a Linux bridge, or an Open vSwitch bridge. */
+export type BridgeKind = 'linux' | 'ovs';
 
 /** A NIC as placed: everything that makes it, in QEMU and on the host. */
 export interface Nic {
@@ -69,6 +78,14 @@ export interface Nic {
   /** Mbit/s both ways, and the ifb device that shapes the guest's transmit side */
   rate?: number;
   ifb?: string;
+  /** the bridge is an Open vSwitch bridge (absent: a Linux bridge, or none) */
+  bridgeKind?: 'ovs';
+  /** access VLAN, or with trunks the native one */
+  vlan?: number;
+  /** trunked VLANs, sorted */
+  trunks?: number[];
+  /** the OVS port's external-ids:iface-id, kept for the NIC's life (OVS only) */
+  ifaceId?: string;
 }
 
 /**
@@ -95,13 +112,19 @@ export interface NicDefinition {
   vhost: VhostMode;
   guestMtu?: number;
   rate?: number;
+  vlan?: number;
+  trunks?: number[];
+  ifaceId?: string;
   /** absent until first plugged */
   bus?: string;
   addr?: string;
 }
 
 /** The host side of a NIC: what a network backend sets up and checks (src/hotplug/network/). */
-export type Port = Pick<Nic, 'tap' | 'mac' | 'tapMac' | 'bridge' | 'tapMtu' | 'rate' | 'ifb'>;
+export type Port = Pick<
+  Nic,
+  'tap' | 'mac' | 'tapMac' | 'bridge' | 'tapMtu' | 'rate' | 'ifb' | 'bridgeKind' | 'vlan' | 'trunks' | 'ifaceId'
+>;
 
 /** The tap's MAC for a guest MAC: libvirt's rule (the guest's with the first byte fe). */
 export const tapMacOf = (guestMac: string) => `fe${guestMac.slice(2)}`;
@@ -114,10 +137,10 @@ export function withoutUndefined<T extends object>(o: T): T {
 /** Only the Nic's own fields of a wider object (a plan, a record). */
 export function nicOf(n: Nic): Nic {
   const { id, netdev, tap, mac, queues, vectors, vhost, vhostMode, bridge, bus, addr, tapMac } = n;
-  const { tapMtu, guestMtu, rate, ifb } = n;
+  const { tapMtu, guestMtu, rate, ifb, bridgeKind, vlan, trunks, ifaceId } = n;
   return withoutUndefined({
     ...{ id, netdev, tap, mac, queues, vectors, vhost, vhostMode, bridge, bus, addr, tapMac },
-    ...{ tapMtu, guestMtu, rate, ifb },
+    ...{ tapMtu, guestMtu, rate, ifb, bridgeKind, vlan, trunks, ifaceId },
   });
 }
 
@@ -128,8 +151,11 @@ export function recordOf(nic: Nic, state: NicState, { transient = false } = {}):
 
 /** What the VM's definition keeps of a NIC. */
 export function definitionOf(nic: Nic): NicDefinition {
-  const { id, mac, tap, queues, bridge, vhostMode, guestMtu, rate, bus, addr } = nic;
-  return withoutUndefined({ id, mac, tap, queues, bridge, vhost: vhostMode, guestMtu, rate, bus, addr });
+  const { id, mac, tap, queues, bridge, vhostMode, guestMtu, rate, vlan, trunks, ifaceId, bus, addr } = nic;
+  return withoutUndefined({
+    ...{ id, mac, tap, queues, bridge, vhost: vhostMode, guestMtu, rate },
+    ...{ vlan, trunks, ifaceId, bus, addr },
+  });
 }
 
 /** The request that brings a saved NIC back as it was: same id, MAC, tap and slot. */
@@ -143,6 +169,9 @@ export function requestOfDefinition(n: NicDefinition): NicRequest & { id: string
     vhost: n.vhost,
     guestMtu: n.guestMtu,
     rate: n.rate,
+    vlan: n.vlan,
+    trunks: n.trunks,
+    ifaceId: n.ifaceId,
     slot: n.bus ? { bus: n.bus, addr: n.addr ?? '0' } : undefined,
   });
 }

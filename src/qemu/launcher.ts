@@ -16,6 +16,7 @@ import { STATE_VERSION, StateError, StateStore, type VmRecord, pidAlive, qemuAli
 import { DefinitionStore } from './definition.js';
 import { type QemuUser, deleteVmUser, kvmGroups, resolveQemuUser, runAsArgv } from './vm-user.js';
 import { deleteLink, linkExists } from '../host/ip.js';
+import { deletePortsMarked } from '../host/ovsdb.js';
 import { TUN_DEVICE, readTap, tapIsOurs, tapMark, tapsMarked } from '../host/tap.js';
 import { type Access, whyCannotOpen } from '../host/users.js';
 import { checkVmName } from '../host/validate.js';
@@ -239,8 +240,8 @@ export interface StopResult {
 }
 
 /**
- * Forgets a VM whose QEMU is gone: what its NICs left on the host (its taps, persistent, and the
- * ifbs of rate limits: every tap with its mark, recorded or not), its serial link, its runtime
+ * Forgets a VM whose QEMU is gone: what its NICs left on the host (its taps, persistent, their OVS
+ * ports and the ifbs of rate limits: every tap and port with its mark, recorded or not), its serial link, its runtime
  * state, and, given `definitions`, the VM's own user where the VM has no definition. The one
  * cleanup for stop, a dead VM seen by watch or the agent, and a start over stale state.
  */
@@ -252,6 +253,8 @@ export async function forgetDeadVm(
 ): Promise<void> {
   const mark = name ? tapMark(store.vmDir(name)) : undefined;
   if (mark) for (const tap of tapsMarked(mark)) await deleteLink(tap).catch(() => {});
+  // its Open vSwitch ports (they outlive the taps in OVS's database, across reboots too)
+  if (mark) await deletePortsMarked(mark).catch(() => {});
   for (const nic of record?.nics ?? []) {
     // an add that died between making its tap and marking it
     const unfinished = { owner: record?.user?.uid ?? 0 };

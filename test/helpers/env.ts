@@ -70,6 +70,13 @@ export function trackPid(pid: number): void {
   pids.add(pid);
 }
 
+const cleanups = new Set<() => void>();
+/** A cleanup of the test's own (an OVS it started): cleanupAll runs it first, before links go. */
+export function atCleanup(fn: () => void): () => void {
+  cleanups.add(fn);
+  return () => cleanups.delete(fn);
+}
+
 export function tempDir(label = 'state'): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${PREFIX}-${label}-`));
   dirs.add(dir);
@@ -200,6 +207,12 @@ export function makeUser(): { name: string; uid: number; gid: number } {
 
 /** Ends every QEMU started through a state dir of this run, then deletes links and dirs. */
 export function cleanupAll(): void {
+  for (const fn of cleanups) {
+    try {
+      fn();
+    } catch {}
+  }
+  cleanups.clear();
   for (const dir of dirs) {
     // the ifbs of rate-limited NICs of VMs this run left running or dead
     for (const vm of safeList(dir)) {

@@ -69,17 +69,26 @@ describe('CLI rules in the library, and commands with injected output (no root, 
     expect(mergeStartSpec(undefined, requested, new Set(['cpus']))).to.equal(requested);
   });
 
-  it('start: bad memory, missing files and a missing bridge are one-line usage errors', () => {
-    expect(() => checkStartRequest(spec('vm', { memory: '1 GB' }))).to.throw(
-      UsageError,
-      /^invalid memory '1 GB': use a size like 512M or 2G$/,
-    );
-    expect(() => checkStartRequest(spec('vm', { disks: ['/nonexistent/d.img'] }))).to.throw(
-      UsageError,
-      /^disk '\/nonexistent\/d.img' does not exist$/,
-    );
-    expect(() => checkStartRequest(spec('vm', { bridge: 'mqhnobr0' }))).to.throw(UsageError, /^bridge 'mqhnobr0'/);
-    expect(() => checkStartRequest(spec('vm'))).to.not.throw();
+  it('start: bad memory, missing files and a missing bridge are one-line usage errors', async () => {
+    const refusal = (request: StartRequest) =>
+      checkStartRequest(request).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    const cases: [StartRequest, RegExp][] = [
+      [spec('vm', { memory: '1 GB' }), /^invalid memory '1 GB': use a size like 512M or 2G$/],
+      [spec('vm', { disks: ['/nonexistent/d.img'] }), /^disk '\/nonexistent\/d.img' does not exist$/],
+      [
+        spec('vm', { bridge: 'mqhnobr0' }),
+        /^bridge 'mqhnobr0' does not exist \(create it: ip link add mqhnobr0 type bridge, or ovs-vsctl add-br mqhnobr0\)/,
+      ],
+    ];
+    for (const [request, message] of cases) {
+      const e = await refusal(request);
+      expect(e).to.be.instanceOf(UsageError);
+      expect((e as Error).message).to.match(message);
+    }
+    expect(await refusal(spec('vm'))).to.equal(undefined);
   });
 
   it('start: a running VM is refused, or with --if-not-running said and left alone; no definition is written', async () => {
@@ -155,6 +164,7 @@ describe('CLI rules in the library, and commands with injected output (no root, 
       bridges: async () => ['br0'],
       vmUserCannot: () => undefined,
       found: () => true,
+      ovs: async () => ({ state: 'answering', socket: '/run/ovs/db.sock', bridges: ['obr0'], vswitchd: false }),
     };
     const e = env();
     expect(await doctor({ qemu: '/no/qemu' }, e, probes)).to.equal(1);
@@ -170,7 +180,9 @@ describe('CLI rules in the library, and commands with injected output (no root, 
       'warn',
       'ok',
       'ok',
+      'warn',
     ]);
+    expect(ok.printed.out).to.contain('bridges: obr0; ovs-vswitchd does not apply changes (is it running?)');
     // a tun device a VM's own user cannot open fails: its QEMU could not attach its taps
     const closed = env();
     const tunClosed = { ...probes, qemuVersion: async () => 'QEMU 7.2', vmUserCannot: () => 'mode 0600' };

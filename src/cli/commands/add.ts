@@ -1,5 +1,6 @@
 /** `add <vm>`: hot-plug a NIC (hotplug/add/), or with --dry-run print what it would run. */
 import type { AddRequest } from '../../hotplug/add/plan.js';
+import { trunksText } from '../../host/validate.js';
 import type { VhostMode } from '../../model/nic.js';
 import { type CommandEnv, note, printJson, seconds, withController } from '../env.js';
 
@@ -13,6 +14,8 @@ export interface AddOptions {
   vhost: VhostMode;
   mtu?: string;
   rate?: string;
+  vlan?: string;
+  trunks?: string;
   /** true: the default wait */
   waitGuest?: string | true;
   transient?: boolean;
@@ -32,6 +35,8 @@ export function requestOf(o: AddOptions): AddRequest {
     vhost: o.vhost,
     guestMtu: o.mtu,
     rate: o.rate,
+    vlan: o.vlan,
+    trunks: o.trunks,
     waitGuestMs,
     persist: o.transient !== true,
   };
@@ -61,7 +66,8 @@ export async function add(vm: string, o: AddOptions, env: CommandEnv): Promise<n
     `added ${r.id} to ${vm}: ${r.queues} queues, tap ${r.tap} ${r.bridge ? `on ${r.bridge}` : '(no bridge)'} up, ` +
       `mac ${r.mac}, vectors ${r.vectors}, vhost ${r.vhost ? 'on' : 'off'}, bus ${r.bus}` +
       `${r.tapMtu ? `, mtu ${r.tapMtu}` : ''}${r.guestMtu && r.guestMtu !== r.tapMtu ? ` (guest ${r.guestMtu})` : ''}` +
-      `${r.rate ? `, rate ${r.rate} Mbit/s` : ''}\n`,
+      `${r.rate ? `, rate ${r.rate} Mbit/s` : ''}${r.vlan ? `, vlan ${r.vlan}` : ''}` +
+      `${r.trunks?.length ? `, trunks ${trunksText(r.trunks)}` : ''}\n`,
   );
   if (r.guestReady !== undefined) {
     const link = r.guestLinkUp ? 'link up' : 'link not up yet (the guest has no network configuration for it?)';

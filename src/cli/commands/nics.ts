@@ -1,5 +1,6 @@
 /** `nics <vm>`: the VM's NICs, QOM joined with the host and the record (hotplug/nics.ts). */
 import { type CommandEnv, printJson, withController } from '../env.js';
+import { trunksText } from '../../host/validate.js';
 import { table } from '../output.js';
 
 const HEADERS = [
@@ -12,11 +13,17 @@ const HEADERS = [
   'MQ',
   'VHOST',
   'BRIDGE',
+  'VLAN',
   'MTU',
   'RATE',
   'LINK',
   'OWNER',
 ];
+/** "10" (access), "trunk 10,20-30", or "10+trunk 20,30" (native 10). */
+function vlanText(vlan: number | null, trunks: number[] | null): string | null {
+  const t = trunks?.length ? `trunk ${trunksText(trunks)}` : null;
+  return vlan !== null && t ? `${vlan}+${t}` : (t ?? (vlan === null ? null : String(vlan)));
+}
 const onOff = (v: boolean | null) => (v === null ? null : v ? 'on' : 'off');
 
 export async function nics(vm: string, o: { json?: boolean }, env: CommandEnv): Promise<void> {
@@ -34,7 +41,8 @@ export async function nics(vm: string, o: { json?: boolean }, env: CommandEnv): 
         n.vectors,
         onOff(n.mq),
         onOff(n.vhost),
-        n.bridge,
+        n.bridge === null ? null : n.bridgeKind === 'ovs' ? `${n.bridge} (ovs)` : n.bridge,
+        vlanText(n.vlan, n.trunks),
         n.tapMtu === null
           ? null
           : n.guestMtu && n.guestMtu !== n.tapMtu

@@ -4,8 +4,16 @@
  * sent and nothing changes; a bad value is a UsageError naming it and what would be valid.
  */
 import { UsageError } from '../../errors.js';
-import { checkChoice, checkIfname, checkInt, checkMac, checkQemuId } from '../../host/validate.js';
-import type { NicRequest, VhostMode } from '../../model/nic.js';
+import {
+  checkChoice,
+  checkIfname,
+  checkInt,
+  checkMac,
+  checkQemuId,
+  checkTrunks,
+  checkVlan,
+} from '../../host/validate.js';
+import { type NicRequest, type VhostMode, withoutUndefined } from '../../model/nic.js';
 import type { HostPort } from '../context.js';
 import type { NetworkBackend } from '../network/backend.js';
 
@@ -20,15 +28,19 @@ export interface CheckedRequest {
   rate?: number;
   /** null: no bridge */
   bridge: string | null;
+  /** the bridge is Open vSwitch's */
+  bridgeKind?: 'ovs';
+  vlan?: number;
+  trunks?: number[];
 }
 
 /** `defaultBridge` is the VM's, taken when the request names none; `cpus` resolves 'auto' queues. */
-export function checkRequest(
+export async function checkRequest(
   ports: { host: HostPort; network: NetworkBackend },
   request: NicRequest,
   defaultBridge: string | null,
   cpus?: number,
-): CheckedRequest {
+): Promise<CheckedRequest> {
   const { host, network } = ports;
   const queues = resolveQueues(request.queues, cpus);
   if (request.id !== undefined) checkQemuId(request.id, 'NIC id');
@@ -48,12 +60,34 @@ export function checkRequest(
     throw new UsageError(`'${host.ipArgv([])[0]}' not found in PATH: the tap could not be bridged (install iproute2)`);
   if (rate !== undefined && !host.findTc())
     throw new UsageError(`'${host.tcArgv([])[0]}' not found in PATH: --rate needs it (install iproute2)`);
+  const vlan = request.vlan === undefined ? undefined : checkVlan(request.vlan);
+  const trunks = request.trunks === undefined ? undefined : checkTrunks(request.trunks);
+  if (trunks && vlan !== undefined && trunks.includes(vlan))
+    throw new UsageError(
+      `invalid VLAN '${vlan}': with trunks it is the native VLAN (untagged), so it cannot be among the trunks '${request.trunks}' too`,
+    );
+  if (request.ifaceId !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/.test(request.ifaceId))
+    throw new UsageError(`invalid iface id '${request.ifaceId}': use up to 128 of A-Z a-z 0-9 _ . : - (a UUID, say)`);
   const bridge = request.bridge === undefined ? defaultBridge : request.bridge || null;
-  if (bridge !== null) {
-    checkIfname(bridge, 'bridge name');
-    network.checkBridge(bridge);
+  const vlanOption = vlan !== undefined ? '--vlan' : trunks ? '--trunks' : undefined;
+  if (bridge === null) {
+    if (vlanOption) throw new UsageError(`${vlanOption} needs a bridge: give --bridge an Open vSwitch bridge`);
+    return { queues, mac, vhostMode, guestMtu, rate, bridge };
   }
-  return { queues, mac, vhostMode, guestMtu, rate, bridge };
+  checkIfname(bridge, 'bridge name');
+  const kind = await network.checkBridge(bridge);
+  if (kind === 'linux' && vlanOption)
+    throw new UsageError(
+      `${vlanOption} needs an Open vSwitch bridge: '${bridge}' is a Linux bridge, and mq-hotplug does VLANs only on OVS (a Linux bridge needs VLAN filtering, which the kernel of these hosts lacks); put the NIC on an OVS bridge`,
+    );
+  if (kind === 'ovs' && rate !== undefined)
+    throw new UsageError(
+      `--rate is not supported on Open vSwitch bridge '${bridge}' yet: OVS reads the tap through a packet socket, which takes the guest's frames before the tap's ingress qdisc, so tc shaping cannot limit the guest's transmit there; use a Linux bridge for a rate limit`,
+    );
+  return withoutUndefined({
+    ...{ queues, mac, vhostMode, guestMtu, rate, bridge, vlan, trunks },
+    bridgeKind: kind === 'ovs' ? ('ovs' as const) : undefined,
+  });
 }
 
 /** A queue count, or 'auto': one pair per vCPU (at most the tap's 256). */

@@ -4,6 +4,7 @@
  * alone, sending nothing: the id, MAC, tap, slot, vectors, vhost and host settings, and the exact
  * QMP and host commands the transaction will run. `planNic` alone is the dry run.
  */
+import { randomUUID } from 'node:crypto';
 import { decideVhost } from '../../host/ip.js';
 import { UsageError } from '../../errors.js';
 import { type Nic, type NicRequest, type Slot, tapMacOf, withoutUndefined } from '../../model/nic.js';
@@ -58,7 +59,7 @@ export async function planNic(ctx: HotplugContext, request: AddRequest, live?: L
   const record = ctx.record.read();
   // 'auto' queues need the vCPUs: the record knows them for our VMs, QEMU for the others
   if (request.queues === 'auto' && !record) live ??= await inspectVm(ctx.qmp, { askCpus: true });
-  const checked = checkRequest(ctx, request, record?.spec.bridge ?? null, record?.spec.cpus ?? live?.cpus);
+  const checked = await checkRequest(ctx, request, record?.spec.bridge ?? null, record?.spec.cpus ?? live?.cpus);
   const hostSide = chooseHostSide(ctx, request, checked);
   live ??= await inspectVm(ctx.qmp, { askCpus: !record });
   if (!live.running && !(request.beforeBoot && live.status === 'prelaunch')) {
@@ -100,7 +101,7 @@ function placeNic(
 ): AddPlan {
   const { host, network } = ctx;
   const { record, live, unrecorded } = facts;
-  const { queues, vhostMode, guestMtu, rate, bridge } = checked;
+  const { queues, vhostMode, guestMtu, rate, bridge, bridgeKind, vlan, trunks } = checked;
   const { tapMtu, vhost } = hostSide;
   const notes = [...hostSide.notes];
   const cpus = record?.spec.cpus ?? live.cpus ?? 1;
@@ -150,6 +151,9 @@ function placeNic(
     guestMtu,
     rate,
     ifb: rate === undefined ? undefined : freeLinkName('mqi', host.linkExists),
+    ...{ bridgeKind, vlan, trunks },
+    // the port's id for OVN/Neutron, kept in the definition for the NIC's life (as libvirt's interfaceid)
+    ifaceId: bridgeKind === 'ovs' ? (request.ifaceId ?? randomUUID()) : undefined,
   });
   return {
     ...nic,

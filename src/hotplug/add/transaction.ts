@@ -118,6 +118,8 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
     ...{ device: id, netdev, tap, mac: nic.mac, queues: nic.queues, vectors: nic.vectors, vhost: nic.vhost },
     ...{ bridge: nic.bridge, bus: nic.bus, tapMac: nic.tapMac },
     ...{ tapMtu: nic.tapMtu ?? null, rate: nic.rate ?? null, ifb: nic.ifb ?? null },
+    ...{ bridgeKind: nic.bridgeKind ?? null, vlan: nic.vlan ?? null, trunks: nic.trunks ?? null },
+    ifaceId: nic.ifaceId ?? null,
   });
   const outcome = await bridged.catch((e: Error) => e);
   const t2 = monotonicMs();

@@ -14,7 +14,7 @@ import { attachArgs, type LinkInfo } from '../../host/ip.js';
 import { type Qdisc, shapingLines } from '../../host/tc.js';
 import type { Port } from '../../model/nic.js';
 import type { HostPort } from '../context.js';
-import type { NetworkBackend, Observation } from './backend.js';
+import { type NetworkBackend, type Observation, linkDrift } from './backend.js';
 
 interface Seen extends Observation {
   /** qdiscs by device, read only where a port has a rate limit */
@@ -31,11 +31,12 @@ export class LinuxBridge implements NetworkBackend {
 
   constructor(private readonly host: HostPort) {}
 
-  checkBridge(bridge: string): void {
+  checkBridge(bridge: string): Promise<'linux'> {
     if (!this.host.linkExists(bridge))
       throw new UsageError(`bridge '${bridge}' does not exist (create it: ip link add ${bridge} type bridge)`);
     if (!this.host.isBridge(bridge))
       throw new UsageError(`'${bridge}' is not a bridge; give --bridge the name of a Linux bridge`);
+    return Promise.resolve('linux');
   }
 
   bridgeMtu(bridge: string): number | undefined {
@@ -74,6 +75,10 @@ export class LinuxBridge implements NetworkBackend {
     return [...linkDrift, ...shaping];
   }
 
+  bridgeOf(_p: Port, link: LinkInfo | undefined): string | null {
+    return link?.master ?? null;
+  }
+
   async repair(p: Port, link: LinkInfo | undefined, seen: Seen): Promise<void> {
     const drift = portDrift(p, link, seen.qdiscs);
     if (drift.shaping.length) {
@@ -82,6 +87,14 @@ export class LinuxBridge implements NetworkBackend {
     }
     if (drift.link.length) await this.host.ip(attachLine(p));
   }
+
+  /** The rate in place: the shaping replaced (the tap stays on its bridge). */
+  async update(before: Port, after: Port): Promise<void> {
+    if (before.rate) await this.detach(before);
+    if (after.rate) await this.shape(after);
+  }
+
+  close(): void {}
 
   /** The ifb and the shaping, where the port has a rate limit. */
   private async shape(p: Port): Promise<void> {
@@ -112,13 +125,8 @@ function portDrift(
   link: LinkInfo | undefined,
   qdiscs?: Map<string, Qdisc[]>,
 ): { link: string[]; shaping: string[] } {
-  const drift = { link: [] as string[], shaping: [] as string[] };
+  const drift = { link: linkDrift(p, link, { master: true }), shaping: [] as string[] };
   if (!link) return drift;
-  if (p.tapMac && link.address !== p.tapMac) drift.link.push(`tap MAC ${link.address}, expected ${p.tapMac}`);
-  if (p.tapMtu && link.mtu !== p.tapMtu) drift.link.push(`tap MTU ${link.mtu}, expected ${p.tapMtu}`);
-  if (p.bridge && link.master !== p.bridge)
-    drift.link.push(`tap not on bridge ${p.bridge}${link.master ? ` (on ${link.master})` : ''}`);
-  if (!link.up) drift.link.push('tap is down');
   if (p.rate && p.ifb && qdiscs) {
     const bytes = p.rate * 125_000;
     const tapQ = qdiscs.get(p.tap) ?? [];

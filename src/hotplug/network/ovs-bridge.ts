@@ -1,0 +1,339 @@
+/**
+ * The Open vSwitch backend: the tap as a port of an OVS bridge, as libvirt makes it
+ * (<virtualport type='openvswitch'>): the Interface carries external-ids attached-mac (the guest's
+ * MAC), iface-id (a stable id per NIC, for an OVN/Neutron agent), vm-id and iface-status=active,
+ * and mtu_request = the bridge's MTU; the Port carries the VLAN (tag, trunks, vlan_mode as
+ * Proxmox sets them) and mq-hotplug's mark, the same as the tap's alias: only a port with this
+ * VM's mark is ever deleted.
+ *
+ * Spoken to OVSDB directly (host/ovsdb.ts), on one connection per context. Three traps, measured
+ * (../shared/FACTS.md): an add that OVS could not open still commits (so the Interface's ofport
+ * and error are read once ovs-vswitchd has applied it); a port left from an earlier tap of the
+ * same name stays dead when the tap comes back, and deleting it in the add's own transaction does
+ * not revive it (so it goes in a transaction of its own first); and the tap's ingress qdisc is
+ * behind the packet socket that OVS reads it through, so tc cannot limit the guest's transmit
+ * here (--rate is refused on OVS).
+ */
+import { UsageError } from '../../errors.js';
+import { type LinkInfo, attachArgs } from '../../host/ip.js';
+import {
+  OvsdbClient,
+  OvsdbError,
+  type OvsdbOp,
+  type OvsdbRow,
+  appliedTarget,
+  applyOps,
+  ovs,
+  ovsdbSocket,
+} from '../../host/ovsdb.js';
+import { trunksText } from '../../host/validate.js';
+import type { Port } from '../../model/nic.js';
+import type { HostPort } from '../context.js';
+import { type NetworkBackend, type Observation, linkDrift } from './backend.js';
+
+/** Who the ports belong to: the VM's name (vm-id) and mq-hotplug's mark for it (host/tap.ts). */
+export interface PortOwner {
+  vm: string;
+  mark: string;
+}
+
+interface PortSeen {
+  uuid: string;
+  bridge?: string;
+  vlan?: number;
+  trunks: number[];
+  vlanMode?: string;
+  mark?: string;
+  ofport?: number;
+  error?: string;
+}
+
+interface Seen extends Observation {
+  ports: Map<string, PortSeen>;
+}
+
+const MARK_KEY = 'mq-hotplug';
+
+/** A port's VLAN columns: access (tag), trunk (trunks), or both (trunks with the tag native, untagged). */
+function vlanColumns(p: Port): Record<string, unknown> {
+  const mode = p.trunks?.length ? (p.vlan ? 'native-untagged' : 'trunk') : p.vlan ? 'access' : undefined;
+  return {
+    tag: p.vlan ?? ovs.set([]),
+    trunks: ovs.set(p.trunks ?? []),
+    vlan_mode: mode ?? ovs.set([]),
+  };
+}
+
+export class OvsBridge implements NetworkBackend {
+  readonly kind = 'Open vSwitch bridge';
+  private client: Promise<OvsdbClient> | undefined;
+
+  constructor(
+    private readonly host: HostPort,
+    private readonly owner: PortOwner,
+    readonly socketPath = ovsdbSocket(),
+  ) {}
+
+  /** The connection, opened on first use and again after it was lost. */
+  async db(): Promise<OvsdbClient> {
+    const current = await this.client?.catch(() => undefined);
+    if (current && !current.closed) return current;
+    this.client = OvsdbClient.connect(this.socketPath);
+    return this.client;
+  }
+
+  /** Whether OVS has a bridge of this name; false (with why) when no database answers. */
+  async hasBridge(bridge: string): Promise<{ ovs: boolean; unreachable?: string }> {
+    let db: OvsdbClient;
+    try {
+      db = await this.db();
+    } catch (e) {
+      return { ovs: false, unreachable: (e as Error).message };
+    }
+    return { ovs: (await db.select('Bridge', [['name', '==', bridge]], ['name'])).length > 0 };
+  }
+
+  async checkBridge(bridge: string): Promise<'ovs'> {
+    const { ovs: found, unreachable } = await this.hasBridge(bridge);
+    if (!found)
+      throw new UsageError(
+        unreachable ?? `Open vSwitch has no bridge '${bridge}' (create it: ovs-vsctl add-br ${bridge})`,
+      );
+    return 'ovs';
+  }
+
+  bridgeMtu(bridge: string): number | undefined {
+    return this.host.linkMtu(bridge); // the bridge's own (internal) interface
+  }
+
+  commands(p: Port): string[][] {
+    const vlan = vlanColumns(p);
+    const portArgs = [
+      ...(p.vlan ? [`tag=${p.vlan}`] : []),
+      ...(p.trunks?.length ? [`trunks=${trunksText(p.trunks)}`] : []),
+      ...(typeof vlan.vlan_mode === 'string' ? [`vlan_mode=${vlan.vlan_mode}`] : []),
+      `external-ids:${MARK_KEY}=${this.owner.mark}`,
+    ];
+    const ifaceArgs = Object.entries(this.interfaceIds(p)).map(([k, v]) => `external-ids:${k}=${v}`);
+    return [
+      this.host.ipArgv(this.linkLine(p)),
+      [
+        ...['ovs-vsctl', '--', 'add-port', p.bridge!, p.tap, ...portArgs],
+        ...['--', 'set', 'Interface', p.tap, ...(p.tapMtu ? [`mtu_request=${p.tapMtu}`] : []), ...ifaceArgs],
+      ],
+    ];
+  }
+
+  async attach(p: Port): Promise<void> {
+    await this.host.ip(this.linkLine(p));
+    await this.addPort(p);
+  }
+
+  async detach(p: Port): Promise<string[]> {
+    const db = await this.db();
+    const [port] = await db.select('Port', [['name', '==', p.tap]], ['external_ids']);
+    if (!port || markOf(port) !== this.owner.mark) return []; // gone, or someone else's: never touched
+    await this.deletePort(db, port._uuid as string[]);
+    return [`OVS port ${p.tap} deleted`];
+  }
+
+  async observe(ports: Port[]): Promise<Seen> {
+    const seen: Seen = { backend: this.kind, ports: new Map() };
+    if (!ports.length) return seen;
+    const db = await this.db();
+    const [portRows, ifaceRows, bridgeRows] = await db.transact([
+      {
+        op: 'select',
+        table: 'Port',
+        where: [],
+        columns: ['_uuid', 'name', 'tag', 'trunks', 'vlan_mode', 'external_ids'],
+      },
+      { op: 'select', table: 'Interface', where: [], columns: ['name', 'ofport', 'error'] },
+      { op: 'select', table: 'Bridge', where: [], columns: ['name', 'ports'] },
+    ]);
+    const bridgeOf = new Map<string, string>();
+    for (const b of bridgeRows!.rows as OvsdbRow[])
+      for (const u of ovs.list(b.ports)) bridgeOf.set(u as string, b.name as string);
+    const ifaces = new Map((ifaceRows!.rows as OvsdbRow[]).map((i) => [i.name as string, i]));
+    for (const row of portRows!.rows as OvsdbRow[]) {
+      const name = row.name as string;
+      const uuid = ovs.value(row._uuid) as string;
+      const iface = ifaces.get(name);
+      seen.ports.set(name, {
+        uuid,
+        bridge: bridgeOf.get(uuid),
+        vlan: ovs.value(row.tag) as number | undefined,
+        trunks: (ovs.list(row.trunks) as number[]).sort((a, b) => a - b),
+        vlanMode: ovs.value(row.vlan_mode) as string | undefined,
+        mark: markOf(row),
+        ofport: iface ? (ovs.value(iface.ofport) as number | undefined) : undefined,
+        error: iface ? (ovs.value(iface.error) as string | undefined) : undefined,
+      });
+    }
+    return seen;
+  }
+
+  drift(p: Port, link: LinkInfo | undefined, seen: Seen): string[] {
+    return [...linkDrift(p, link), ...this.portDrift(p, seen).map((d) => d.what)];
+  }
+
+  bridgeOf(p: Port, _link: LinkInfo | undefined, seen: Seen): string | null {
+    const port = seen.ports.get(p.tap);
+    return port?.mark === this.owner.mark ? (port.bridge ?? null) : null;
+  }
+
+  async repair(p: Port, link: LinkInfo | undefined, seen: Seen): Promise<void> {
+    const drift = this.portDrift(p, seen);
+    if (drift.some((d) => d.replug)) {
+      await this.detach(p);
+      await this.addPort(p);
+    } else if (drift.length) await this.setVlan(p);
+    if (linkDrift(p, link).length) await this.host.ip(this.linkLine(p));
+  }
+
+  /** The VLAN in place; a port that went missing is made again, with the new VLAN. */
+  async update(_before: Port, after: Port): Promise<void> {
+    const db = await this.db();
+    if ((await db.select('Port', [['name', '==', after.tap]], ['name'])).length) await this.setVlan(after);
+    else await this.addPort(after);
+  }
+
+  /** A VLAN change in place, on the port (no replug, as libvirt does). */
+  async setVlan(p: Port): Promise<void> {
+    const db = await this.db();
+    const results = await db.transact([
+      { op: 'update', table: 'Port', where: [['name', '==', p.tap]], row: vlanColumns(p) },
+      ...applyOps(),
+    ]);
+    if (results[0]!.count === 0) throw new OvsdbError(`no OVS port '${p.tap}' to change the VLAN of`);
+    await db.waitApplied(appliedTarget(results));
+  }
+
+  close(): void {
+    void this.client?.then((c) => c.close()).catch(() => {});
+    this.client = undefined;
+  }
+
+  /** MAC, MTU and up: the tap's own settings (OVS takes it as it is). */
+  private linkLine(p: Port): string[] {
+    return attachArgs(p.tap, undefined, { address: p.tapMac, mtu: p.tapMtu });
+  }
+
+  private interfaceIds(p: Port): Record<string, string> {
+    return {
+      'attached-mac': p.mac,
+      ...(p.ifaceId ? { 'iface-id': p.ifaceId } : {}),
+      'vm-id': this.owner.vm,
+      'iface-status': 'active',
+      [MARK_KEY]: this.owner.mark,
+    };
+  }
+
+  private async addPort(p: Port): Promise<void> {
+    const db = await this.db();
+    const bridge = p.bridge!;
+    const [stale] = await db.select('Port', [['name', '==', p.tap]], ['external_ids']);
+    if (stale) {
+      if (markOf(stale) !== this.owner.mark)
+        throw new UsageError(
+          `Open vSwitch already has a port '${p.tap}' that mq-hotplug did not make for this VM; delete it (ovs-vsctl del-port ${p.tap}) or pick another --ifname`,
+        );
+      await this.deletePort(db, stale._uuid as string[]);
+    }
+    const ops: OvsdbOp[] = [
+      // the bridge may have gone since the preflight: then nothing is written
+      {
+        op: 'wait',
+        table: 'Bridge',
+        where: [['name', '==', bridge]],
+        columns: ['name'],
+        until: '==',
+        rows: [{ name: bridge }],
+        timeout: 0,
+      },
+      {
+        op: 'insert',
+        table: 'Interface',
+        'uuid-name': 'iface',
+        row: {
+          name: p.tap,
+          external_ids: ovs.map(this.interfaceIds(p)),
+          ...(p.tapMtu ? { mtu_request: p.tapMtu } : {}),
+        },
+      },
+      {
+        op: 'insert',
+        table: 'Port',
+        'uuid-name': 'port',
+        row: {
+          name: p.tap,
+          interfaces: ovs.named('iface'),
+          external_ids: ovs.map({ [MARK_KEY]: this.owner.mark }),
+          ...vlanColumns(p),
+        },
+      },
+      {
+        op: 'mutate',
+        table: 'Bridge',
+        where: [['name', '==', bridge]],
+        mutations: [['ports', 'insert', ovs.set([ovs.named('port')])]],
+      },
+      ...applyOps(),
+    ];
+    let results: Record<string, unknown>[];
+    try {
+      results = await db.transact(ops);
+    } catch (e) {
+      if (e instanceof OvsdbError && e.failedOp === 0)
+        throw new OvsdbError(`Open vSwitch bridge '${bridge}' no longer exists`);
+      throw e;
+    }
+    await db.waitApplied(appliedTarget(results));
+    // add-port commits even where OVS could not open the device: ask what ovs-vswitchd made of it
+    const [iface] = await db.select('Interface', [['name', '==', p.tap]], ['ofport', 'error']);
+    const ofport = ovs.value(iface?.ofport) as number | undefined;
+    const error = ovs.value(iface?.error) as string | undefined;
+    if (ofport === undefined || ofport < 0 || error)
+      throw new OvsdbError(
+        `Open vSwitch could not open tap ${p.tap} on bridge ${bridge}: ${error ?? 'no OpenFlow port'}`,
+      );
+  }
+
+  /** Takes a port off every bridge (OVSDB then drops the Port and its Interface) and waits until OVS has let go. */
+  private async deletePort(db: OvsdbClient, uuid: string[]): Promise<void> {
+    const results = await db.transact([
+      { op: 'mutate', table: 'Bridge', where: [], mutations: [['ports', 'delete', ovs.set([uuid])]] },
+      ...applyOps(),
+    ]);
+    await db.waitApplied(appliedTarget(results));
+  }
+
+  private portDrift(p: Port, seen: Seen): { what: string; replug: boolean }[] {
+    const port = seen.ports.get(p.tap);
+    if (!port || port.mark !== this.owner.mark)
+      return [{ what: `no OVS port for the tap on bridge ${p.bridge}`, replug: true }];
+    const out: { what: string; replug: boolean }[] = [];
+    if (port.bridge !== p.bridge)
+      out.push({ what: `OVS port on bridge ${port.bridge ?? 'none'}, expected ${p.bridge}`, replug: true });
+    if (port.ofport === undefined || port.ofport < 0 || port.error)
+      out.push({ what: `OVS port broken (${port.error ?? 'no OpenFlow port'})`, replug: true });
+    const want = vlanColumns(p);
+    if (port.vlan !== p.vlan)
+      out.push({ what: `VLAN tag ${port.vlan ?? 'none'}, expected ${p.vlan ?? 'none'}`, replug: false });
+    const trunks = p.trunks ?? [];
+    if (trunksText(port.trunks) !== trunksText(trunks))
+      out.push({
+        what: `trunks ${trunksText(port.trunks) || 'none'}, expected ${trunksText(trunks) || 'none'}`,
+        replug: false,
+      });
+    const mode = typeof want.vlan_mode === 'string' ? want.vlan_mode : undefined;
+    if (port.vlanMode !== mode)
+      out.push({ what: `vlan_mode ${port.vlanMode ?? 'none'}, expected ${mode ?? 'none'}`, replug: false });
+    return out;
+  }
+}
+
+/** The mq-hotplug mark in a row's external_ids. */
+function markOf(row: OvsdbRow): string | undefined {
+  return (ovs.value(row.external_ids) as Record<string, string> | undefined)?.[MARK_KEY];
+}
