@@ -11,6 +11,8 @@ command -v gzip >/dev/null || missing+=(gzip)
 command -v tc >/dev/null || missing+=(iproute2)
 # Open vSwitch bridges: the tests run their own ovsdb-server and ovs-vswitchd (systemd cannot start them here)
 command -v ovs-vswitchd >/dev/null || missing+=(openvswitch-switch)
+# the VLAN tests ping a guest from its network namespaces
+command -v ping >/dev/null || missing+=(iputils-ping)
 # the fleet tests: the Ansible example, and systemd-analyze for the unit template
 command -v ansible-playbook >/dev/null || missing+=(ansible-core)
 command -v systemd-analyze >/dev/null || missing+=(systemd)

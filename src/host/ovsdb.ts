@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { MqHotplugError } from '../errors.js';
+import { trace } from '../util/trace.js';
 
 export const OVS_DB = 'Open_vSwitch';
 
@@ -68,8 +69,8 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-/** Splits a byte stream into the JSON texts OVSDB writes back to back (no delimiter between them). */
-class JsonStream {
+/** Splits a text stream into the JSON texts OVSDB writes back to back (no delimiter between them). */
+export class JsonStream {
   private buffer = '';
   private depth = 0;
   private inString = false;
@@ -117,7 +118,16 @@ export class OvsdbClient {
     socket.setEncoding('utf8');
     socket.unref(); // kept alive only while a request or a wait is out (see idle)
     socket.on('data', (chunk: string) => {
-      for (const text of stream.push(chunk)) this.receive(JSON.parse(text) as Record<string, unknown>);
+      try {
+        for (const text of stream.push(chunk)) {
+          trace('ovs', '<', text);
+          this.receive(JSON.parse(text) as Record<string, unknown>);
+        }
+      } catch (e) {
+        socket.destroy(
+          new OvsdbError(`the Open vSwitch database at ${path} sent what is not JSON: ${(e as Error).message}`),
+        );
+      }
     });
     const fail = (e: Error) => {
       this.closedError ??= e;
@@ -215,13 +225,19 @@ export class OvsdbClient {
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       this.socket.ref();
-      this.socket.write(JSON.stringify({ method, params, id }));
+      this.send({ method, params, id });
     });
+  }
+
+  private send(msg: object): void {
+    const text = JSON.stringify(msg);
+    trace('ovs', '>', text);
+    this.socket.write(text);
   }
 
   private receive(msg: Record<string, unknown>): void {
     if (msg.method === 'echo') {
-      this.socket.write(JSON.stringify({ result: msg.params, error: null, id: msg.id }));
+      this.send({ result: msg.params, error: null, id: msg.id });
       return;
     }
     if (msg.method === 'update') {

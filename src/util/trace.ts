@@ -1,6 +1,6 @@
 /**
  * A trace of what mq-hotplug sends and receives: every QMP message in and out, and every line
- * given to `ip` (and `tc`), on stderr with a timestamp. Off unless `--trace` or
+ * given to `ip` (and `tc`), every OVSDB message (`ovs`), on stderr with a timestamp. Off unless `--trace` or
  * MQ_HOTPLUG_TRACE=1; when off it costs one boolean test per message.
  *
  *   2026-11-27T10:01:02.345Z qmp > {"execute":"netdev_add","arguments":{...},"id":"mqh-4"}
@@ -8,7 +8,7 @@
  *   2026-11-27T10:01:02.362Z ip  > link set dev vm1-nic0 address fe:54:00:12:34:56 master br0 up
  */
 
-export type TraceChannel = 'qmp' | 'ip' | 'tc';
+export type TraceChannel = 'qmp' | 'ip' | 'tc' | 'ovs';
 /** '>' sent, '<' received, '!' the peer's error output. */
 export type TraceDirection = '>' | '<' | '!';
 

@@ -112,6 +112,16 @@ export interface Lan {
  */
 export async function makeLan({ mac, mtu = 1500 }: { mac: string; mtu?: number }): Promise<Lan> {
   const bridge = await makeBridge();
+  const host = await makeLanHost({ mtu });
+  await execa('ip', ['link', 'set', 'dev', host.uplink, 'address', mac, 'mtu', String(mtu), 'master', bridge, 'up']);
+  return { bridge, ...host };
+}
+
+/**
+ * A LAN host: a network namespace of this run's holding one end of a veth (`peer`, up); the other
+ * end (`uplink`, down) is the caller's to plug into a bridge. Deleted by cleanupAll.
+ */
+export async function makeLanHost({ mtu = 1500 } = {}): Promise<Omit<Lan, 'bridge'>> {
   const uplink = trackLink(uniqueName('u'));
   const peer = uniqueName('p');
   const ns = uniqueName('n');
@@ -120,8 +130,7 @@ export async function makeLan({ mac, mtu = 1500 }: { mac: string; mtu?: number }
   await execa('ip', ['link', 'add', 'name', uplink, 'type', 'veth', 'peer', 'name', peer, 'netns', ns]);
   await execa('ip', ['-n', ns, 'link', 'set', 'dev', peer, 'mtu', String(mtu), 'up']);
   await execa('ip', ['-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
-  await execa('ip', ['link', 'set', 'dev', uplink, 'address', mac, 'mtu', String(mtu), 'master', bridge, 'up']);
-  return { bridge, uplink, ns, peer };
+  return { uplink, ns, peer };
 }
 
 /** The IPv6 link-local address of a link (in a namespace), once the kernel has given it one. */
