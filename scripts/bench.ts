@@ -13,6 +13,7 @@ import { stopVm } from '../src/qemu/launcher.js';
 import { StateStore, type VmRecord } from '../src/qemu/state.js';
 import { CLI, PREFIX, QEMU, ROOT, cleanupAll, makeBridge, smallVm, tempDir, vmName } from '../test/helpers/env.js';
 import { Guest, guestImage } from '../test/helpers/guest.js';
+import { startOvs } from '../test/helpers/ovs.js';
 import { RawQmp } from './bench/raw-qmp.js';
 import { type Libvirt, setupLibvirt } from './bench/libvirt.js';
 
@@ -29,6 +30,7 @@ const ROUNDS = {
   parallel: quick ? 2 : 5,
   remove: quick ? 5 : 12,
   apply: quick ? 2 : 8,
+  ovs: quick ? 2 : 6,
 };
 
 const store = new StateStore(tempDir('bench'));
@@ -199,6 +201,42 @@ async function removeWithGuest(bridge: string): Promise<void> {
   }
 }
 
+/**
+ * The same library add onto an Open vSwitch bridge (this run's own OVS, userspace datapath, spoken
+ * to over OVSDB) and onto a Linux bridge, interleaved NIC by NIC: 8 NICs per VM, `rounds` times.
+ */
+async function ovsFigure(linuxBridge: string, rounds: number): Promise<void> {
+  const ovs = await startOvs();
+  const saved = process.env.OVS_RUNDIR;
+  process.env.OVS_RUNDIR = ovs.dir; // the library finds this OVS as ovs-vsctl would
+  try {
+    const ovsBridge = await ovs.addBridge();
+    for (let round = 0; round < rounds; round++) {
+      const [linuxVm, ovsVm] = [await freshVm(linuxBridge), await freshVm(ovsBridge)];
+      const [linux, onOvs] = [
+        await Controller.open({ name: linuxVm.name, store }),
+        await Controller.open({ name: ovsVm.name, store }),
+      ];
+      for (let i = 0; i < 8; i++) {
+        const doLinux = async () =>
+          record('Linux bridge K=8 (OVS rounds)', (await time(() => linux.addNic({ queues: 8 })))[0]);
+        const doOvs = async () =>
+          record('OVS bridge K=8, --vlan', (await time(() => onOvs.addNic({ queues: 8, vlan: 10 + i })))[0]);
+        if ((round + i) % 2 === 0) await doLinux().then(doOvs);
+        else await doOvs().then(doLinux);
+      }
+      await linux.close();
+      await onOvs.close();
+      await stopVm(store, linuxVm.name);
+      await stopVm(store, ovsVm.name);
+    }
+  } finally {
+    if (saved === undefined) delete process.env.OVS_RUNDIR;
+    else process.env.OVS_RUNDIR = saved;
+    ovs.stop();
+  }
+}
+
 function stats(values: number[]): { n: number; median: number; p95: number } {
   const sorted = [...values].sort((a, b) => a - b);
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
@@ -211,6 +249,7 @@ function report(): void {
     ['library K=8', 'baseline K=8', 'per NIC, K=8'],
     ['library K=28', 'baseline K=28', 'per NIC, K=28'],
     ['library total 28 NICs', 'baseline total 28 NICs', '28 NICs into one VM, total'],
+    ['OVS bridge K=8, --vlan', 'Linux bridge K=8 (OVS rounds)', 'add onto OVS (VLAN) vs Linux bridge'],
     ['library 4 VMs x 8 NICs in parallel', 'baseline 4 VMs x 8 NICs in parallel', '4 VMs x 8 NICs in parallel, wall'],
     ['library step: preflight', 'baseline K=8', 'step: preflight'],
     ['library step: plug', 'baseline K=8', 'step: netdev_add+device_add'],
@@ -283,6 +322,8 @@ try {
   await perNic(8, ROUNDS.k8, bridge);
   progress('per NIC, K=28');
   await perNic(28, ROUNDS.k28, bridge);
+  progress('OVS bridge vs Linux bridge');
+  await ovsFigure(bridge, ROUNDS.ovs);
   progress('apply of 28 NICs');
   await applyFigure(bridge);
   let libvirt: Libvirt | undefined;

@@ -56,7 +56,11 @@ export async function addNic(ctx: HotplugContext, request: AddRequest): Promise<
   return ctx.record.locked(async () => {
     const started = monotonicMs();
     await recoverAdds(ctx);
-    const plan = await planNic(ctx, request);
+    const planning = planNic(ctx, request);
+    // The tap is made before netdev_add, through the batch ip: start it while the preflight's
+    // questions are out (its fork blocks this thread for several ms, which would else come after).
+    ctx.host.warmUp();
+    const plan = await planning;
     const preflight = monotonicMs() - started;
     const result = await executeAdd(ctx, plan, request.waitGuestMs);
     result.timings.preflight = preflight;

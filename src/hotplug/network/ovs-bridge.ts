@@ -28,6 +28,7 @@ import {
 } from '../../host/ovsdb.js';
 import { trunksText } from '../../host/validate.js';
 import type { Port } from '../../model/nic.js';
+import { within } from '../../util/time.js';
 import type { HostPort } from '../context.js';
 import { type NetworkBackend, type Observation, linkDrift } from './backend.js';
 
@@ -53,6 +54,8 @@ interface Seen extends Observation {
 }
 
 const MARK_KEY = 'mq-hotplug';
+/** How long a bridge lookup waits for OVSDB. */
+const ANSWER_MS = 2000;
 
 /** A port's VLAN columns: access (tag), trunk (trunks), or both (trunks with the tag native, untagged). */
 function vlanColumns(p: Port): Record<string, unknown> {
@@ -82,15 +85,24 @@ export class OvsBridge implements NetworkBackend {
     return this.client;
   }
 
-  /** Whether OVS has a bridge of this name; false (with why) when no database answers. */
+  /**
+   * Whether OVS has a bridge of this name; false (with why) when no database answers, within
+   * ANSWER_MS (a hung ovsdb-server must not stall an add onto a Linux bridge).
+   */
   async hasBridge(bridge: string): Promise<{ ovs: boolean; unreachable?: string }> {
-    let db: OvsdbClient;
+    const silent = {
+      ovs: false,
+      unreachable: `the Open vSwitch database at ${this.socketPath} did not answer within ${ANSWER_MS} ms`,
+    };
+    const ask = async () => {
+      const db = await this.db();
+      return { ovs: (await db.select('Bridge', [['name', '==', bridge]], ['name'])).length > 0 };
+    };
     try {
-      db = await this.db();
+      return await within(ask(), ANSWER_MS, silent);
     } catch (e) {
       return { ovs: false, unreachable: (e as Error).message };
     }
-    return { ovs: (await db.select('Bridge', [['name', '==', bridge]], ['name'])).length > 0 };
   }
 
   async checkBridge(bridge: string): Promise<'ovs'> {
