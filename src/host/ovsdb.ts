@@ -23,6 +23,10 @@ export function ovsdbSocket(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(env.OVS_RUNDIR || '/var/run/openvswitch', 'db.sock');
 }
 
+/** The one line for a socket where no OVSDB answers. */
+export const noDatabase = (socketPath: string) =>
+  `no Open vSwitch database answers at ${socketPath} (is ovsdb-server running? OVS_RUNDIR names its directory)`;
+
 export class OvsdbError extends MqHotplugError {
   override name = 'OvsdbError';
   constructor(
@@ -147,7 +151,7 @@ export class OvsdbClient {
         reject(
           new OvsdbError(
             e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
-              ? `no Open vSwitch database answers at ${socketPath} (is ovsdb-server running? OVS_RUNDIR names its directory)`
+              ? noDatabase(socketPath)
               : `cannot reach the Open vSwitch database at ${socketPath}: ${e.message}`,
           ),
         ),

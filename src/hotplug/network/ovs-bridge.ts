@@ -14,11 +14,13 @@
  * behind the packet socket that OVS reads it through, so tc cannot limit the guest's transmit
  * here (--rate is refused on OVS).
  */
+import fs from 'node:fs';
 import { UsageError } from '../../errors.js';
 import { type LinkInfo, attachArgs } from '../../host/ip.js';
 import {
   OvsdbClient,
   OvsdbError,
+  noDatabase,
   type OvsdbOp,
   type OvsdbRow,
   appliedTarget,
@@ -94,6 +96,8 @@ export class OvsBridge implements NetworkBackend {
       ovs: false,
       unreachable: `the Open vSwitch database at ${this.socketPath} did not answer within ${ANSWER_MS} ms`,
     };
+    // no database here at all (a host without OVS): no connection tried
+    if (!fs.existsSync(this.socketPath)) return { ovs: false, unreachable: noDatabase(this.socketPath) };
     const ask = async () => {
       const db = await this.db();
       return { ovs: (await db.select('Bridge', [['name', '==', bridge]], ['name'])).length > 0 };
