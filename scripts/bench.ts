@@ -69,7 +69,7 @@ async function perNic(k: number, rounds: number, bridge: string): Promise<void> 
         record(`library K=${k}`, ms);
         libTotal += ms;
         const t = (r as AddResult).timings;
-        for (const step of ['preflight', 'plug', 'bridging', 'confirm'] as const)
+        for (const step of ['preflight', 'tap', 'plug', 'bridging', 'confirm'] as const)
           record(`library step: ${step}`, t[step]);
       };
       if (baseFirst) await doBase().then(doLib);
@@ -252,6 +252,7 @@ function report(): void {
     ['OVS bridge K=8, --vlan', 'Linux bridge K=8 (OVS rounds)', 'add onto OVS (VLAN) vs Linux bridge'],
     ['library 4 VMs x 8 NICs in parallel', 'baseline 4 VMs x 8 NICs in parallel', '4 VMs x 8 NICs in parallel, wall'],
     ['library step: preflight', 'baseline K=8', 'step: preflight'],
+    ['library step: tap', 'baseline K=8', 'step: tap (made, owned, marked)'],
     ['library step: plug', 'baseline K=8', 'step: netdev_add+device_add'],
     ['library step: bridging', 'baseline K=8', 'step: bridging (ip)'],
     ['library step: confirm', 'baseline K=8', 'step: confirm (qom-get)'],

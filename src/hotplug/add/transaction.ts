@@ -30,10 +30,12 @@ const ROLLBACK_UNPLUG_MS = 5000;
 export interface AddTimings {
   /** ms spent in each step: preflight, netdev_add + device_add (pipelined), bridging, the final confirmation */
   preflight: number;
+  /** making the tap (owned, marked) before netdev_add */
+  tap: number;
   plug: number;
   bridging: number;
   confirm: number;
-  /** the four above (a guest wait is not part of the add) */
+  /** the five above (a guest wait is not part of the add) */
   total: number;
   /** with waitGuestMs: how long the guest took to bind its driver (or the whole wait) */
   guestWait?: number;
@@ -93,6 +95,7 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
 
   // The intent first: if this process dies from here on, the next operation finds the NIC 'adding'.
   ctx.record.saveNic(recordOf(nic, 'adding', { transient: !plan.persist }));
+  const tTap = monotonicMs();
   try {
     await ctx.taps.prepare(nic);
   } catch (e) {
@@ -151,7 +154,14 @@ export async function executeAdd(ctx: HotplugContext, plan: AddPlan, waitGuestMs
   }
   const t3 = monotonicMs();
 
-  const timings = { preflight: 0, plug: t1 - t0, bridging: t2 - t1, confirm: t3 - t2, total: t3 - t0 };
+  const timings = {
+    preflight: 0,
+    tap: t0 - tTap,
+    plug: t1 - t0,
+    bridging: t2 - t1,
+    confirm: t3 - t2,
+    total: t3 - tTap,
+  };
   const result: AddResult = { ...nic, notes: plan.notes, timings };
   if (waitGuestMs !== undefined) {
     const t4 = monotonicMs();
