@@ -22,7 +22,15 @@ interface Added {
   guestLinkUp?: boolean;
   guestMq?: boolean;
   activeQueues?: number;
-  timings: { preflight: number; plug: number; bridging: number; confirm: number; total: number; guestWait?: number };
+  timings: {
+    preflight: number;
+    tap: number;
+    plug: number;
+    bridging: number;
+    confirm: number;
+    total: number;
+    guestWait?: number;
+  };
 }
 
 describe('guest readiness and native PCIe unplug (real guest, TCG)', function () {
@@ -63,7 +71,7 @@ describe('guest readiness and native PCIe unplug (real guest, TCG)', function ()
       expect((await g.run(`cat /sys/class/net/${seen.ifname}/operstate`)).output).to.deep.equal(['down']);
       // preflight is measured, and the guest wait is not part of the add's total
       const t = nic.timings;
-      expect(t.total).to.be.closeTo(t.preflight + t.plug + t.bridging + t.confirm, 0.05);
+      expect(t.total).to.be.closeTo(t.preflight + t.tap + t.plug + t.bridging + t.confirm, 0.05);
       expect(t.guestWait).to.be.a('number');
 
       const text = await cli(['add', g.options.name, '--queues', '2', '--wait-guest', '30'], g.env);
