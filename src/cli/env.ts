@@ -52,15 +52,21 @@ export function note(env: CommandEnv, message: string): void {
 export const seconds = (value: string, what: string) => checkInt(value, what, 0, 86_400) * 1000;
 
 /** A VM given by --qmp, or ours by name. */
-export function openController(vm: string, env: CommandEnv): Promise<Controller> {
+export function openController(vm: string, env: CommandEnv, { readOnly = false } = {}): Promise<Controller> {
   const { qmp } = env.global;
-  return Controller.open(qmp ? { qmp, name: vm } : { name: vm, store: env.store, definitions: env.definitions });
+  const where = qmp ? { qmp, name: vm } : { name: vm, store: env.store, definitions: env.definitions };
+  return Controller.open({ ...where, readOnly });
 }
 
 /** Lock first, then connect: the control monitor serves one client, and the lock queues them. */
-export async function withController<T>(vm: string, env: CommandEnv, fn: (c: Controller) => Promise<T>): Promise<T> {
+export async function withController<T>(
+  vm: string,
+  env: CommandEnv,
+  fn: (c: Controller) => Promise<T>,
+  options: { readOnly?: boolean } = {},
+): Promise<T> {
   const run = async () => {
-    const controller = await openController(vm, env);
+    const controller = await openController(vm, env, options);
     try {
       return await fn(controller);
     } finally {

@@ -58,9 +58,10 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
   for (;;) {
     if (store && o.follow) lastPid = await waitForVm(store, vm, lastPid, () => stopping);
     if (stopping) break;
-    const controller = (current = await Controller.open(
-      external ? { qmp: external, name: vm } : { name: vm, store, monitor: 'events' },
-    ));
+    const controller = (current = await Controller.open({
+      ...(external ? { qmp: external, name: vm } : { name: vm, store, monitor: 'events' }),
+      readOnly: !o.reconcile,
+    }));
     const others$ = store
       ? tailEventLog<VmEvent>(store.eventLogPath(vm)).pipe(filter((e) => e.pid !== process.pid))
       : EMPTY;

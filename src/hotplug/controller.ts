@@ -40,6 +40,12 @@ export interface OpenOptions {
   greetingTimeoutMs?: number;
   /** Per-command timeout (default 30 s, env MQ_HOTPLUG_QMP_TIMEOUT_MS). */
   commandTimeoutMs?: number;
+  /**
+   * Only reads (nics, a QMP passthrough): no batch ip ahead of a first change. Otherwise it starts
+   * at open, while QEMU's greeting is on its way: a tap is made before netdev_add, so ip's start (a
+   * fork that blocks this thread for 4-8 ms here) would else lie on the first add's path.
+   */
+  readOnly?: boolean;
 }
 
 export class Controller {
@@ -86,14 +92,16 @@ export class Controller {
       target = options.monitor === 'events' ? record.eventsQmp : record.qmp;
       user = record.user ?? ROOT; // a record from before users were kept: QEMU ran as root
     }
-    const host = new LinuxHost(); // its batch ip starts with the first change, not for read-only commands
+    const host = new LinuxHost();
     let qmp: QmpClient;
     try {
-      qmp = await QmpClient.connect(target, {
+      const connecting = QmpClient.connect(target, {
         greetingTimeoutMs: options.greetingTimeoutMs,
         // a hung QEMU must not hang the controller: every command gets an answer or an error
         commandTimeoutMs: options.commandTimeoutMs ?? envMs('MQ_HOTPLUG_QMP_TIMEOUT_MS', 30_000),
       });
+      if (!options.readOnly) host.warmUp();
+      qmp = await connecting;
     } catch (e) {
       host.close();
       throw e;

@@ -47,7 +47,7 @@ export async function add(vm: string, o: AddOptions, env: CommandEnv): Promise<n
   const request = requestOf(o);
   const { output } = env;
   if (o.dryRun === true) {
-    const { notes, ...plan } = await withController(vm, env, (c) => c.planNic(request));
+    const { notes, ...plan } = await withController(vm, env, (c) => c.planNic(request), { readOnly: true });
     for (const n of notes) note(env, n);
     if (o.json) return (printJson(env, { dryRun: true, ...plan, notes }), 0);
     output.out(`dry run: nothing changed. Would send:\n`);

@@ -27,7 +27,7 @@ function vlanText(vlan: number | null, trunks: number[] | null): string | null {
 const onOff = (v: boolean | null) => (v === null ? null : v ? 'on' : 'off');
 
 export async function nics(vm: string, o: { json?: boolean }, env: CommandEnv): Promise<void> {
-  const views = await withController(vm, env, (c) => c.listNics());
+  const views = await withController(vm, env, (c) => c.listNics(), { readOnly: true });
   if (o.json) return printJson(env, views);
   env.output.out(
     table(

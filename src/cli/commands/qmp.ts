@@ -14,12 +14,17 @@ export async function qmp(vm: string, command: string, argsJson: string | undefi
     if (args === null || typeof args !== 'object' || Array.isArray(args))
       throw new UsageError(`invalid QMP arguments '${argsJson}': give a JSON object`);
   }
-  await withController(vm, env, async (c) => {
-    try {
-      printJson(env, await c.qmp.execute(command, args));
-    } catch (e) {
-      if (e instanceof QmpCommandError) throw new Error(`${e.errorClass}: ${e.desc}`, { cause: e });
-      throw e;
-    }
-  });
+  await withController(
+    vm,
+    env,
+    async (c) => {
+      try {
+        printJson(env, await c.qmp.execute(command, args));
+      } catch (e) {
+        if (e instanceof QmpCommandError) throw new Error(`${e.errorClass}: ${e.desc}`, { cause: e });
+        throw e;
+      }
+    },
+    { readOnly: true },
+  );
 }

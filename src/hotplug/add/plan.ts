@@ -57,11 +57,15 @@ interface Facts {
 /** All checks and choices; throws UsageError (nothing sent, nothing changed) on bad input. */
 export async function planNic(ctx: HotplugContext, request: AddRequest, live?: LiveVm): Promise<AddPlan> {
   const record = ctx.record.read();
+  // QEMU's facts are asked first and awaited last: QEMU answers while the checks run and while the
+  // add starts its batch ip (a fork that blocks this thread for several ms, see transaction.ts)
+  const inspecting = live ? Promise.resolve(live) : inspectVm(ctx.qmp, { askCpus: !record });
+  inspecting.catch(() => {}); // a request refused below does not wait for the answers
   // 'auto' queues need the vCPUs: the record knows them for our VMs, QEMU for the others
-  if (request.queues === 'auto' && !record) live ??= await inspectVm(ctx.qmp, { askCpus: true });
+  if (request.queues === 'auto' && !record) live = await inspecting;
   const checked = await checkRequest(ctx, request, record?.spec.bridge ?? null, record?.spec.cpus ?? live?.cpus);
   const hostSide = chooseHostSide(ctx, request, checked);
-  live ??= await inspectVm(ctx.qmp, { askCpus: !record });
+  live = await inspecting;
   if (!live.running && !(request.beforeBoot && live.status === 'prelaunch')) {
     throw new UsageError(`VM '${ctx.vm}' is ${live.status}, not running; hot-plug needs a running VM`);
   }
