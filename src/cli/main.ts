@@ -125,7 +125,7 @@ export function buildProgram(): Command {
         .default('auto'),
     )
     .option('--mtu <n>', "MTU told to the guest (68-65535, at most the bridge's); the tap always takes the bridge's")
-    .option('--rate <mbit>', 'rate limit in Mbit/s, both directions (tc; Linux bridge)')
+    .option('--rate <mbit>', 'rate limit in Mbit/s, both directions (tc on a Linux bridge; QoS and a meter on OVS)')
     .option('--vlan <id>', 'Open vSwitch: an access port on VLAN 1-4094; with --trunks, the native VLAN (untagged)')
     .option('--trunks <list>', 'Open vSwitch: a trunk carrying these VLANs tagged, like 10,20,30-40')
     .option('--wait-guest [seconds]', 'wait until the guest driver has taken the NIC (default 30 s)')

@@ -10,7 +10,6 @@
  * Open_vSwitch's next_cfg in its transaction and waits until cur_cfg reaches it (what ovs-vsctl
  * does without --no-wait). The client keeps a monitor on cur_cfg, so that wait is an event.
  */
-import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { MqHotplugError } from '../errors.js';
@@ -289,27 +288,4 @@ export const applyOps = (): OvsdbOp[] => [
 export function appliedTarget(results: Record<string, unknown>[]): number {
   const rows = results[results.length - 1]!.rows as { next_cfg: number }[];
   return rows[0]!.next_cfg;
-}
-
-/**
- * Deletes every OVS port whose external-ids carry this mq-hotplug mark (a stopped or dead VM's),
- * and waits briefly until ovs-vswitchd let them go. Nothing to do, and no connection, where no
- * OVS database is there. Returns the ports' names.
- */
-export async function deletePortsMarked(mark: string, socketPath = ovsdbSocket()): Promise<string[]> {
-  if (!fs.existsSync(socketPath)) return [];
-  const db = await OvsdbClient.connect(socketPath);
-  try {
-    const ports = await db.select('Port', [['external_ids', 'includes', ovs.map({ 'mq-hotplug': mark })]], ['name']);
-    if (!ports.length) return [];
-    const uuids = ports.map((p) => p._uuid);
-    const results = await db.transact([
-      { op: 'mutate', table: 'Bridge', where: [], mutations: [['ports', 'delete', ovs.set(uuids)]] },
-      ...applyOps(),
-    ]);
-    await db.waitApplied(appliedTarget(results), 2000).catch(() => {}); // gone from the database is what counts
-    return ports.map((p) => p.name as string);
-  } finally {
-    db.close();
-  }
 }

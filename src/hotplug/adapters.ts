@@ -17,6 +17,7 @@ import {
   vhostNetUsable,
   VHOST_NET,
 } from '../host/ip.js';
+import { findOfctl } from '../host/openflow.js';
 import { readTap } from '../host/tap.js';
 import { type Credentials, whyCannotOpen } from '../host/users.js';
 import { showQdiscs, tcBatch, tcBinary } from '../host/tc.js';
@@ -114,6 +115,8 @@ export class LinuxHost implements HostPort {
   readonly tunFlags = tunFlags;
   readonly tc = tcBatch;
   readonly qdiscs = showQdiscs;
+
+  readonly findOfctl = findOfctl;
 
   findTc(): string | undefined {
     return findBinary(tcBinary());

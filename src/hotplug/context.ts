@@ -64,6 +64,8 @@ export interface HostPort {
   /** Where `ip` (or `tc`) would run from, or undefined when it is not installed. */
   findIp(): string | undefined;
   findTc(): string | undefined;
+  /** Where `ovs-ofctl` would run from (a rate limit on an OVS bridge needs it). */
+  findOfctl(): string | undefined;
   linkExists(name: string): boolean;
   linkMtu(name: string): number | undefined;
   /** A tun/tap device's flags (IFF_*), or undefined when the link is not one. */

@@ -16,7 +16,7 @@ import { STATE_VERSION, StateError, StateStore, type VmRecord, pidAlive, qemuAli
 import { DefinitionStore } from './definition.js';
 import { type QemuUser, deleteVmUser, kvmGroups, resolveQemuUser, runAsArgv } from './vm-user.js';
 import { deleteLink, linkExists } from '../host/ip.js';
-import { deletePortsMarked } from '../host/ovsdb.js';
+import { deletePortsMarked } from '../host/ovs-ports.js';
 import { TUN_DEVICE, readTap, tapIsOurs, tapMark, tapsMarked } from '../host/tap.js';
 import { type Access, whyCannotOpen } from '../host/users.js';
 import { checkVmName } from '../host/validate.js';
@@ -252,9 +252,10 @@ export async function forgetDeadVm(
   definitions?: DefinitionStore,
 ): Promise<void> {
   const mark = name ? tapMark(store.vmDir(name)) : undefined;
-  if (mark) for (const tap of tapsMarked(mark)) await deleteLink(tap).catch(() => {});
-  // its Open vSwitch ports (they outlive the taps in OVS's database, across reboots too)
+  // its Open vSwitch ports first, while OVS still has the taps (the ports outlive them in OVS's
+  // database, across reboots too), then the taps
   if (mark) await deletePortsMarked(mark).catch(() => {});
+  if (mark) for (const tap of tapsMarked(mark)) await deleteLink(tap).catch(() => {});
   for (const nic of record?.nics ?? []) {
     // an add that died between making its tap and marking it
     const unfinished = { owner: record?.user?.uid ?? 0 };

@@ -5,43 +5,13 @@
  */
 import { expect } from 'chai';
 import { execa } from 'execa';
-import path from 'node:path';
-import { ROOT, linkLocal, linkState, makeLan, tempDir, type Lan, vmName } from '../helpers/env.js';
+import { linkLocal, linkState, makeLan, tempDir, vmName } from '../helpers/env.js';
 import { Guest, type GuestNic, guestImage } from '../helpers/guest.js';
+import { ratesBothWays } from '../helpers/traffic.js';
 
 /** VM names of this run (their taps are host-wide): see vmName. */
 const GJ = vmName('gj');
 const GR = vmName('gr');
-
-/** Runs one bounded transfer between the LAN host and the guest; Mbit/s as the LAN host measured it. */
-async function transfer(lan: Lan, guest: Guest, ifname: string, direction: 'from-guest' | 'to-guest', bytes: number) {
-  const port = direction === 'from-guest' ? '5001' : '5002';
-  const peer = execa(
-    'ip',
-    [
-      'netns',
-      'exec',
-      lan.ns,
-      process.execPath,
-      path.join(ROOT, 'test/helpers/lan-peer.mjs'),
-      direction === 'from-guest' ? 'recv' : 'send',
-      port,
-      String(bytes),
-    ],
-    { timeout: 70_000, buffer: true },
-  );
-  await new Promise<void>((resolve) => peer.stderr!.once('data', () => resolve())); // listening
-  const address = `${await linkLocal(lan.peer, lan.ns)}%${ifname}`;
-  const command =
-    direction === 'from-guest'
-      ? `dd if=/dev/zero bs=1024 count=${bytes / 1024} 2>/dev/null | nc -w 10 ${address} ${port}`
-      : `nc -w 10 ${address} ${port} > /dev/null`;
-  const ran = await guest.run(command, 60_000);
-  expect(ran.rc, `${command}: ${ran.output.join(' | ')}`).to.equal(0);
-  const result = JSON.parse((await peer).stdout) as { bytes: number; ms: number };
-  expect(result.bytes).to.equal(bytes);
-  return (result.bytes * 8) / 1000 / result.ms; // bits per ms / 1000 = Mbit/s
-}
 
 describe('ports seen from a real guest (TCG): jumbo frames, rate limits', function () {
   this.timeout(240_000);
@@ -91,16 +61,14 @@ describe('ports seen from a real guest (TCG): jumbo frames, rate limits', functi
     await guest.waitLinkLocal(b.ifname);
     // link-local with %ifname: each transfer goes through the NIC named
     const bytes = 1536 * 1024; // 3.1 s at 4 Mbit/s
-    const rates: Record<string, number> = {};
-    for (const [nic, label] of [
-      [a, 'limited'],
-      [b, 'free'],
-    ] as const) {
-      rates[`${label} from guest`] = await transfer(lan, guest, nic.ifname, 'from-guest', bytes);
-      rates[`${label} to guest`] = await transfer(lan, guest, nic.ifname, 'to-guest', bytes);
-    }
-    console.log(
-      `      measured Mbit/s: ${JSON.stringify(Object.fromEntries(Object.entries(rates).map(([k, v]) => [k, Math.round(v * 10) / 10])))}`,
+    const rates = await ratesBothWays(
+      lan,
+      guest,
+      [
+        [a.ifname, 'limited'],
+        [b.ifname, 'free'],
+      ],
+      bytes,
     );
     for (const way of ['from guest', 'to guest']) {
       expect(rates[`limited ${way}`], way).to.be.within(3.2, 4.8);

@@ -11,9 +11,11 @@ import path from 'node:path';
 import { ROOT, linkLocal, makeLanHost, tapQueues, tempDir, vmName } from '../helpers/env.js';
 import { Guest, type GuestNic, guestImage } from '../helpers/guest.js';
 import { type Ovs, startOvs } from '../helpers/ovs.js';
+import { ratesBothWays } from '../helpers/traffic.js';
 
 const GA = vmName('va');
 const GT = vmName('vt');
+const GR = vmName('vr');
 
 interface VlanHost {
   vlan: number;
@@ -22,7 +24,7 @@ interface VlanHost {
   address: string;
 }
 
-describe('VLANs on Open vSwitch seen from a real guest (TCG): access ports, a change in place, trunks', function () {
+describe('VLANs and rate limits on Open vSwitch seen from a real guest (TCG): access ports, a change in place, trunks, --rate', function () {
   this.timeout(300_000);
   let ovs: Ovs;
   let guest: Guest | undefined;
@@ -191,5 +193,47 @@ describe('VLANs on Open vSwitch seen from a real guest (TCG): access ports, a ch
       if (!expected) expect(r.arrived, `${dev} to VLAN ${host.vlan}: nothing arrives`).to.equal(0);
     }
     expect(await tcpFromGuest(guest, `${ifname}.20`, b)).to.equal(64 * 1024);
+  });
+
+  // As on the Linux bridge (ports.test.ts): the limit sits well below what a TCG guest moves.
+  it('--rate 4 on an OVS access port: to the guest within 20% of 4 Mbit/s (htb QoS), from it at most that (a meter; TCP gets less); without, above 10; remove leaves no QoS, no meter', async () => {
+    const bridge = await ovs.addBridge();
+    const lan = await hostOn(bridge, 10);
+    guest = await Guest.boot({ name: GR, stateDir: tempDir(), cpus: 2, machine: 'pc' });
+    const limited = await guest.add(['--queues', '2', '--bridge', bridge, '--vlan', '10', '--rate', '4']);
+    const free = await guest.add(['--queues', '2', '--bridge', bridge, '--vlan', '10']);
+    const [a, b] = [await nicIn(guest, limited.mac), await nicIn(guest, free.mac)];
+    await guest.waitLinkLocal(a.ifname);
+    await guest.waitLinkLocal(b.ifname);
+    expect(
+      await ovs.vsctl(['get', 'qos', (await ovs.vsctl(['get', 'port', limited.tap, 'qos'])).trim(), 'type']),
+    ).to.match(/linux-htb/);
+    const rates = await ratesBothWays(
+      lan,
+      guest,
+      [
+        [a.ifname, 'limited'],
+        [b.ifname, 'free'],
+      ],
+      1536 * 1024, // 3.1 s at 4 Mbit/s
+    );
+    // to the guest, OVS's htb queues what is over: within 20%, as on the Linux bridge. From the
+    // guest, a meter drops it (no OVS or kernel way here queues there), and TCP backs off at each
+    // drop: it got 2.6-2.9 of the 4 Mbit/s here (free: 47-95), never more than the limit
+    expect(rates['limited to guest'], 'to guest').to.be.within(3.2, 4.8);
+    expect(rates['limited from guest'], 'from guest').to.be.within(1.6, 4.8);
+    for (const way of ['from guest', 'to guest']) expect(rates[`free ${way}`], way).to.be.above(10);
+    const meters = async () =>
+      (await execa('ovs-ofctl', ['-O', 'OpenFlow13', 'dump-meters', bridge], { env: ovs.env })).stdout;
+    expect(await meters()).to.match(/meter=\d+ kbps burst/);
+    const removed = await execa('node', [path.join(ROOT, 'bin/mq-hotplug.cjs'), 'remove', GR, limited.id], {
+      env: guest.env,
+      reject: false,
+    });
+    expect(removed.exitCode, removed.stderr).to.equal(0);
+    expect(await ovs.vsctl(['list-ports', bridge])).to.not.include(limited.tap);
+    expect((await ovs.vsctl(['--columns=_uuid', 'list', 'qos'])).trim()).to.equal('');
+    expect(await meters()).to.not.match(/meter=/);
+    expect((await execa('ovs-ofctl', ['dump-flows', bridge], { env: ovs.env })).stdout).to.not.match(/meter:/);
   });
 });

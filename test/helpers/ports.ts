@@ -336,6 +336,7 @@ export class World {
     return {
       findIp: () => (this.options.ipInstalled === false ? undefined : '/sbin/ip'),
       findTc: () => (this.options.ipInstalled === false ? undefined : '/sbin/tc'),
+      findOfctl: () => (this.options.ipInstalled === false ? undefined : '/usr/bin/ovs-ofctl'),
       linkExists: (name) => links.has(name),
       linkMtu: (name) => (links.has(name) ? (links.get(name)!.mtu ?? 1500) : undefined),
       // a tap QEMU made with queues > 1 is multi_queue (0x0100); one made by hand (tunctl) is not

@@ -180,6 +180,48 @@ describe('Open vSwitch bridges and VLANs (real OVS, userspace datapath; real QEM
     await vm.close();
   });
 
+  it('--rate on OVS: a linux-htb QoS on the port and a meter on what the tap sends; drift seen and put right; a dead VM leaves neither', async () => {
+    const record = await smallVm(store, VM);
+    const r = await cli(['add', VM, '--queues', '2', '--bridge', bridge, '--rate', '5', '--json'], env);
+    expect(r.exitCode, r.stderr).to.equal(0);
+    const nic = JSON.parse(r.stdout) as AddResult;
+    trackLink(nic.tap);
+    expect(nic.ifb, 'no ifb on OVS').to.equal(undefined);
+    const ofctl = async (args: string[]) =>
+      (await execa('ovs-ofctl', ['-O', 'OpenFlow13', ...args], { env: ovs.env })).stdout;
+    const qos = async () => (await ovs.vsctl(['--columns=type,other_config', 'list', 'qos'])).replace(/\s+/g, ' ');
+    expect(await qos()).to.match(/type : linux-htb other_config : \{max-rate="5000000"\}/);
+    const { ofport } = (await port(nic.tap))!;
+    const flows = await ofctl(['dump-flows', bridge]);
+    expect(flows).to.match(new RegExp(`priority=1000,in_port=${ofport} actions=meter:\\d+,NORMAL`));
+    expect(await ofctl(['dump-meters', bridge])).to.match(/kbps burst .*rate=5000 burst_size=500/s);
+    const [view] = JSON.parse((await cli(['nics', VM, '--json'], env)).stdout) as { drift: string[]; rate: number }[];
+    expect(view).to.deep.include({ drift: [], rate: 5 });
+
+    // the meter deleted by hand (its flow goes with it): nics says so, reconcile puts both back
+    await ofctl(['del-meters', bridge]);
+    const vm = await Controller.open({ name: VM, store });
+    expect((await vm.listNics())[0]!.drift).to.deep.equal(['no 5 Mbit/s meter on the OVS port (guest transmit)']);
+    const reconciling = vm.startReconcile(vm.events$, 100);
+    const settled = async () =>
+      /meter:/.test(await ofctl(['dump-flows', bridge])) && (await vm.listNics())[0]!.drift.length === 0;
+    expect(await pollUntil(settled, 10_000), 'meter back, no drift').to.equal(true);
+    reconciling.unsubscribe();
+    expect((await ovs.vsctl(['--columns=_uuid', 'list', 'qos'])).trim().split('\n'), 'one QoS, not two').to.have.length(
+      1,
+    );
+    await vm.close();
+
+    // a dead QEMU, cleaned up by stop: no port, no QoS, no meter, no flow
+    process.kill(record.pid, 'SIGKILL');
+    await pollUntil(() => !fs.existsSync(`/proc/${record.pid}`), 5000);
+    expect((await stopVm(store, VM)).how).to.equal('already-dead');
+    expect(await allPorts()).to.deep.equal([]);
+    expect((await ovs.vsctl(['--columns=_uuid', 'list', 'qos'])).trim()).to.equal('');
+    expect(await ofctl(['dump-meters', bridge])).to.not.match(/meter=/);
+    expect(await ofctl(['dump-flows', bridge])).to.not.match(/meter:/);
+  });
+
   it('no port outlives its VM: stop, a dead QEMU, a crashed add; a host reboot brings the ports back with their VLANs', async () => {
     // stop
     await startDefined();
@@ -252,7 +294,7 @@ describe('Open vSwitch bridges and VLANs (real OVS, userspace datapath; real QEM
     await vm.close();
   });
 
-  it('bad input: one line, exit 2, nothing made (VLAN 0, 4095, abc; trunks with junk or twice; --vlan on a Linux bridge or none; --rate on OVS)', async () => {
+  it('bad input: one line, exit 2, nothing made (VLAN 0, 4095, abc; trunks with junk or twice; --vlan on a Linux bridge or none; --rate 0)', async () => {
     await smallVm(store, VM);
     const linux = await makeBridge();
     const linksBefore = ourLinks().sort();
@@ -264,7 +306,7 @@ describe('Open vSwitch bridges and VLANs (real OVS, userspace datapath; real QEM
       [['--trunks', '10,5-12'], /^mq-hotplug: invalid trunks '10,5-12': VLAN 10 is given twice/],
       [['--trunks', '20-10'], /^mq-hotplug: invalid trunks '20-10': range 20-10 runs backwards/],
       [['--vlan', '10', '--trunks', '10,20'], /^mq-hotplug: invalid VLAN '10': with trunks it is the native VLAN/],
-      [['--rate', '10'], /^mq-hotplug: --rate is not supported on Open vSwitch bridge/],
+      [['--rate', '0'], /^mq-hotplug: invalid rate '0'/],
     ];
     for (const [args, message] of cases) {
       const r = await cli(['add', VM, '--queues', '2', '--bridge', bridge, ...args], env);

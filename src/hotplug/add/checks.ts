@@ -80,9 +80,10 @@ export async function checkRequest(
     throw new UsageError(
       `${vlanOption} needs an Open vSwitch bridge: '${bridge}' is a Linux bridge, and mq-hotplug does VLANs only on OVS (a Linux bridge needs VLAN filtering, which the kernel of these hosts lacks); put the NIC on an OVS bridge`,
     );
-  if (kind === 'ovs' && rate !== undefined)
+  // the guest's transmit limit on OVS is an OpenFlow meter (host/openflow.ts)
+  if (kind === 'ovs' && rate !== undefined && !host.findOfctl())
     throw new UsageError(
-      `--rate is not supported on Open vSwitch bridge '${bridge}' yet: OVS reads the tap through a packet socket, which takes the guest's frames before the tap's ingress qdisc, so tc shaping cannot limit the guest's transmit there; use a Linux bridge for a rate limit`,
+      `'ovs-ofctl' not found in PATH: --rate on Open vSwitch bridge '${bridge}' needs it (install openvswitch-switch)`,
     );
   return withoutUndefined({
     ...{ queues, mac, vhostMode, guestMtu, rate, bridge, vlan, trunks },

@@ -154,7 +154,8 @@ function placeNic(
     tapMtu,
     guestMtu,
     rate,
-    ifb: rate === undefined ? undefined : freeLinkName('mqi', host.linkExists),
+    // the ifb shapes the guest's transmit on a Linux bridge; OVS meters it (network/ovs-bridge.ts)
+    ifb: rate === undefined || bridgeKind === 'ovs' ? undefined : freeLinkName('mqi', host.linkExists),
     ...{ bridgeKind, vlan, trunks },
     // the port's id for OVN/Neutron, kept in the definition for the NIC's life (as libvirt's interfaceid)
     ifaceId: bridgeKind === 'ovs' ? (request.ifaceId ?? randomUUID()) : undefined,

@@ -260,7 +260,7 @@ async function rollback(ctx: HotplugContext, plan: AddPlan, deviceExists: boolea
     await step(`tap ${plan.tap}`, () => ctx.taps.release(plan));
     if (ctx.host.linkExists(plan.tap)) report.pending.push(`tap ${plan.tap} still exists`);
   }
-  await step(`ifb ${plan.ifb}`, () => ctx.network.detach(plan));
+  await step(plan.bridgeKind === 'ovs' ? `OVS port ${plan.tap}` : `ifb ${plan.ifb}`, () => ctx.network.detach(plan));
   // the device stays until the guest lets go: recorded, so `remove` or the agent can finish it
   if (report.devicePlugged) ctx.record.saveNic(recordOf(nicOf(plan), 'unplug-pending'));
   else ctx.record.forgetNic(plan.id);

@@ -11,12 +11,18 @@
  * and error are read once ovs-vswitchd has applied it); a port left from an earlier tap of the
  * same name stays dead when the tap comes back, and deleting it in the add's own transaction does
  * not revive it (so it goes in a transaction of its own first); and the tap's ingress qdisc is
- * behind the packet socket that OVS reads it through, so tc cannot limit the guest's transmit
- * here (--rate is refused on OVS).
+ * behind the packet socket that OVS reads it through, so tc cannot limit the guest's transmit.
+ *
+ * A rate limit, as libvirt makes it on OVS for the guest's receive side: a QoS row of type
+ * linux-htb with max-rate on the port (OVS keeps the tap's htb qdisc itself). The guest's
+ * transmit side: an OpenFlow meter (host/openflow.ts), where libvirt's ingress_policing_rate
+ * needs tc's police action, which this kernel lacks. Both go with the port (host/ovs-ports.ts).
  */
 import fs from 'node:fs';
 import { UsageError } from '../../errors.js';
 import { type LinkInfo, attachArgs } from '../../host/ip.js';
+import { METER_KEY, addMeter, hasMeterFlow, meterId, meterLines, ofctlBinary } from '../../host/openflow.js';
+import { MARK_KEY, PORT_COLUMNS, deletePorts } from '../../host/ovs-ports.js';
 import {
   OvsdbClient,
   OvsdbError,
@@ -49,13 +55,16 @@ interface PortSeen {
   mark?: string;
   ofport?: number;
   error?: string;
+  /** max-rate of the port's QoS, bit/s */
+  maxRate?: number;
+  /** the guest-transmit meter's flow is there (asked only for a port with a rate) */
+  meter?: boolean;
 }
 
 interface Seen extends Observation {
   ports: Map<string, PortSeen>;
 }
 
-const MARK_KEY = 'mq-hotplug';
 /** How long a bridge lookup waits for OVSDB. */
 const ANSWER_MS = 2000;
 
@@ -131,12 +140,21 @@ export class OvsBridge implements NetworkBackend {
       `external-ids:${MARK_KEY}=${this.owner.mark}`,
     ];
     const ifaceArgs = Object.entries(this.interfaceIds(p)).map(([k, v]) => `external-ids:${k}=${v}`);
+    const qosArgs = p.rate
+      ? [
+          ...['--', 'set', 'Port', p.tap, 'qos=@qos'],
+          ...['--', '--id=@qos', 'create', 'QoS', 'type=linux-htb', `other-config:max-rate=${maxRate(p.rate)}`],
+        ]
+      : [];
     return [
       this.host.ipArgv(this.linkLine(p)),
       [
         ...['ovs-vsctl', '--', 'add-port', p.bridge!, p.tap, ...portArgs],
         ...['--', 'set', 'Interface', p.tap, ...(p.tapMtu ? [`mtu_request=${p.tapMtu}`] : []), ...ifaceArgs],
+        ...qosArgs,
       ],
+      // the port's OpenFlow number is known once OVS has opened it
+      ...(p.rate ? meterLines(p.bridge!, 'OFPORT', p.rate).map((l) => [ofctlBinary(), ...l]) : []),
     ];
   }
 
@@ -147,9 +165,9 @@ export class OvsBridge implements NetworkBackend {
 
   async detach(p: Port): Promise<string[]> {
     const db = await this.db();
-    const [port] = await db.select('Port', [['name', '==', p.tap]], ['external_ids']);
+    const [port] = await db.select('Port', [['name', '==', p.tap]], PORT_COLUMNS);
     if (!port || markOf(port) !== this.owner.mark) return []; // gone, or someone else's: never touched
-    await this.deletePort(db, port._uuid as string[]);
+    await deletePorts(db, [port]);
     return [`OVS port ${p.tap} deleted`];
   }
 
@@ -157,16 +175,23 @@ export class OvsBridge implements NetworkBackend {
     const seen: Seen = { backend: this.kind, ports: new Map() };
     if (!ports.length) return seen;
     const db = await this.db();
-    const [portRows, ifaceRows, bridgeRows] = await db.transact([
+    const [portRows, ifaceRows, bridgeRows, qosRows] = await db.transact([
       {
         op: 'select',
         table: 'Port',
         where: [],
-        columns: ['_uuid', 'name', 'tag', 'trunks', 'vlan_mode', 'external_ids'],
+        columns: ['_uuid', 'name', 'tag', 'trunks', 'vlan_mode', 'qos', 'external_ids'],
       },
       { op: 'select', table: 'Interface', where: [], columns: ['name', 'ofport', 'error'] },
       { op: 'select', table: 'Bridge', where: [], columns: ['name', 'ports'] },
+      { op: 'select', table: 'QoS', where: [], columns: ['_uuid', 'other_config'] },
     ]);
+    const rates = new Map(
+      (qosRows!.rows as OvsdbRow[]).map((q) => [
+        ovs.value(q._uuid) as string,
+        Number((ovs.value(q.other_config) as Record<string, string> | undefined)?.['max-rate']),
+      ]),
+    );
     const bridgeOf = new Map<string, string>();
     for (const b of bridgeRows!.rows as OvsdbRow[])
       for (const u of ovs.list(b.ports)) bridgeOf.set(u as string, b.name as string);
@@ -184,7 +209,13 @@ export class OvsBridge implements NetworkBackend {
         mark: markOf(row),
         ofport: iface ? (ovs.value(iface.ofport) as number | undefined) : undefined,
         error: iface ? (ovs.value(iface.error) as string | undefined) : undefined,
+        maxRate: rates.get(ovs.value(row.qos) as string),
       });
+    }
+    // one ovs-ofctl per port with a rate limit: OVSDB does not know meters
+    for (const p of ports.filter((q) => q.rate && q.bridge)) {
+      const port = seen.ports.get(p.tap);
+      if (port?.ofport && port.ofport > 0) port.meter = await hasMeterFlow(p.bridge!, port.ofport).catch(() => false);
     }
     return seen;
   }
@@ -208,10 +239,13 @@ export class OvsBridge implements NetworkBackend {
   }
 
   /** The VLAN in place; a port that went missing is made again, with the new VLAN. */
-  async update(_before: Port, after: Port): Promise<void> {
+  async update(before: Port, after: Port): Promise<void> {
     const db = await this.db();
-    if ((await db.select('Port', [['name', '==', after.tap]], ['name'])).length) await this.setVlan(after);
-    else await this.addPort(after);
+    const there = (await db.select('Port', [['name', '==', after.tap]], ['name'])).length > 0;
+    if (there && before.rate === after.rate) return this.setVlan(after);
+    // a new rate: the port is made again with its QoS and meter (the NIC stays in the guest)
+    if (there) await this.detach(before);
+    await this.addPort(after);
   }
 
   /** A VLAN change in place, on the port (no replug, as libvirt does). */
@@ -248,13 +282,13 @@ export class OvsBridge implements NetworkBackend {
   private async addPort(p: Port): Promise<void> {
     const db = await this.db();
     const bridge = p.bridge!;
-    const [stale] = await db.select('Port', [['name', '==', p.tap]], ['external_ids']);
+    const [stale] = await db.select('Port', [['name', '==', p.tap]], PORT_COLUMNS);
     if (stale) {
       if (markOf(stale) !== this.owner.mark)
         throw new UsageError(
           `Open vSwitch already has a port '${p.tap}' that mq-hotplug did not make for this VM; delete it (ovs-vsctl del-port ${p.tap}) or pick another --ifname`,
         );
-      await this.deletePort(db, stale._uuid as string[]);
+      await deletePorts(db, [stale]);
     }
     const ops: OvsdbOp[] = [
       // the bridge may have gone since the preflight: then nothing is written
@@ -277,6 +311,20 @@ export class OvsBridge implements NetworkBackend {
           ...(p.tapMtu ? { mtu_request: p.tapMtu } : {}),
         },
       },
+      ...(p.rate
+        ? [
+            {
+              op: 'insert',
+              table: 'QoS',
+              'uuid-name': 'qos',
+              row: {
+                type: 'linux-htb',
+                other_config: ovs.map({ 'max-rate': String(maxRate(p.rate)) }),
+                external_ids: ovs.map({ [MARK_KEY]: this.owner.mark }),
+              },
+            },
+          ]
+        : []),
       {
         op: 'insert',
         table: 'Port',
@@ -286,6 +334,7 @@ export class OvsBridge implements NetworkBackend {
           interfaces: ovs.named('iface'),
           external_ids: ovs.map({ [MARK_KEY]: this.owner.mark }),
           ...vlanColumns(p),
+          ...(p.rate ? { qos: ovs.named('qos') } : {}),
         },
       },
       {
@@ -313,15 +362,18 @@ export class OvsBridge implements NetworkBackend {
       throw new OvsdbError(
         `Open vSwitch could not open tap ${p.tap} on bridge ${bridge}: ${error ?? 'no OpenFlow port'}`,
       );
-  }
-
-  /** Takes a port off every bridge (OVSDB then drops the Port and its Interface) and waits until OVS has let go. */
-  private async deletePort(db: OvsdbClient, uuid: string[]): Promise<void> {
-    const results = await db.transact([
-      { op: 'mutate', table: 'Bridge', where: [], mutations: [['ports', 'delete', ovs.set([uuid])]] },
-      ...applyOps(),
-    ]);
-    await db.waitApplied(appliedTarget(results));
+    if (p.rate) {
+      // the id is kept first, so a failing meter add still leaves it to be found and deleted
+      await db.transact([
+        {
+          op: 'mutate',
+          table: 'Port',
+          where: [['name', '==', p.tap]],
+          mutations: [['external_ids', 'insert', ovs.map({ [METER_KEY]: String(meterId(ofport)) })]],
+        },
+      ]);
+      await addMeter(bridge, ofport, p.rate);
+    }
   }
 
   private portDrift(p: Port, seen: Seen): { what: string; replug: boolean }[] {
@@ -333,6 +385,10 @@ export class OvsBridge implements NetworkBackend {
       out.push({ what: `OVS port on bridge ${port.bridge ?? 'none'}, expected ${p.bridge}`, replug: true });
     if (port.ofport === undefined || port.ofport < 0 || port.error)
       out.push({ what: `OVS port broken (${port.error ?? 'no OpenFlow port'})`, replug: true });
+    if (p.rate && port.maxRate !== maxRate(p.rate))
+      out.push({ what: `no ${p.rate} Mbit/s QoS on the OVS port (guest receive)`, replug: true });
+    if (p.rate && port.meter === false)
+      out.push({ what: `no ${p.rate} Mbit/s meter on the OVS port (guest transmit)`, replug: true });
     const want = vlanColumns(p);
     if (port.vlan !== p.vlan)
       out.push({ what: `VLAN tag ${port.vlan ?? 'none'}, expected ${p.vlan ?? 'none'}`, replug: false });
@@ -353,3 +409,6 @@ export class OvsBridge implements NetworkBackend {
 function markOf(row: OvsdbRow): string | undefined {
   return (ovs.value(row.external_ids) as Record<string, string> | undefined)?.[MARK_KEY];
 }
+
+/** The QoS max-rate (bit/s) of a limit in Mbit/s. */
+const maxRate = (mbit: number) => mbit * 1_000_000;
