@@ -194,7 +194,7 @@ describe('Open vSwitch bridges and VLANs (real OVS, userspace datapath; real QEM
     const { ofport } = (await port(nic.tap))!;
     const flows = await ofctl(['dump-flows', bridge]);
     expect(flows).to.match(new RegExp(`priority=1000,in_port=${ofport} actions=meter:\\d+,NORMAL`));
-    expect(await ofctl(['dump-meters', bridge])).to.match(/kbps burst .*rate=5000 burst_size=500/s);
+    expect(await ofctl(['dump-meters', bridge])).to.match(/kbps burst .*rate=5000 burst_size=1088/s);
     const [view] = JSON.parse((await cli(['nics', VM, '--json'], env)).stdout) as { drift: string[]; rate: number }[];
     expect(view).to.deep.include({ drift: [], rate: 5 });
 

@@ -159,8 +159,11 @@ export class OvsBridge implements NetworkBackend {
   }
 
   async attach(p: Port): Promise<void> {
-    await this.host.ip(this.linkLine(p));
-    await this.addPort(p);
+    // side by side: OVS opens a tap that is still down as well as one that is up, and the ip line
+    // (MAC, MTU, up) then costs nothing on the add's path
+    const [link, port] = await Promise.allSettled([this.host.ip(this.linkLine(p)), this.addPort(p)]);
+    if (port.status === 'rejected') throw port.reason;
+    if (link.status === 'rejected') throw link.reason;
   }
 
   async detach(p: Port): Promise<string[]> {
