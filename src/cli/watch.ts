@@ -12,7 +12,7 @@ import { UsageError } from '../errors.js';
 import { checkVmName } from '../host/validate.js';
 import type { GlobalOptions } from './env.js';
 import { pollUntil } from '../util/time.js';
-import { forgetDeadVm } from '../qemu/launcher.js';
+import { forgetDeadExternal, forgetDeadVm } from '../qemu/launcher.js';
 import { DefinitionStore } from '../qemu/definition.js';
 import { writeOut, writeErr } from '../util/write.js';
 
@@ -89,6 +89,11 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
         // nothing stale left behind: its taps, ifbs, serial socket and state; its user if it is not defined
         await forgetDeadVm(store, record, vm, new DefinitionStore(g.configDir));
       }
+    }
+    if (external && o.reconcile) {
+      // a QEMU of the user's own (seed recipe): its persistent taps and ports are ours to take
+      const gone = await forgetDeadExternal(g.qmp ?? external); // the taps carry the control socket's mark
+      if (gone.length) writeErr(`${vm}: its QEMU is gone; deleted ${gone.join(', ')}\n`);
     }
     if (!o.follow || !store) break;
     writeErr(`${vm}: waiting for it to start again (--follow)\n`);

@@ -4,6 +4,7 @@
  * start it throws QEMU's own words and leaves no state behind.
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { execa } from 'execa';
 import { QmpClient } from '../qmp/client.js';
@@ -252,10 +253,7 @@ export async function forgetDeadVm(
   definitions?: DefinitionStore,
 ): Promise<void> {
   const mark = name ? tapMark(store.vmDir(name)) : undefined;
-  // its Open vSwitch ports first, while OVS still has the taps (the ports outlive them in OVS's
-  // database, across reboots too), then the taps
-  if (mark) await deletePortsMarked(mark).catch(() => {});
-  if (mark) for (const tap of tapsMarked(mark)) await deleteLink(tap).catch(() => {});
+  if (mark) await deleteMarked(mark);
   for (const nic of record?.nics ?? []) {
     // an add that died between making its tap and marking it
     const unfinished = { owner: record?.user?.uid ?? 0 };
@@ -266,6 +264,48 @@ export async function forgetDeadVm(
   if (record?.spec.serial) removeSerialLink(record.spec.serial);
   if (name) store.remove(name);
   if (name && definitions && !definitions.read(name) && record?.user?.made) await deleteVmUser(name, record.user.name);
+}
+
+/**
+ * What the NICs of a VM with this mark left on the host: its Open vSwitch ports first, while OVS
+ * still has the taps (the ports outlive them in OVS's database, across reboots too), then its
+ * taps. Returns what went.
+ */
+async function deleteMarked(mark: string): Promise<string[]> {
+  const ports = await deletePortsMarked(mark).catch(() => []);
+  const taps: string[] = [];
+  for (const tap of tapsMarked(mark))
+    if (
+      await deleteLink(tap).then(
+        () => true,
+        () => false,
+      )
+    )
+      taps.push(tap);
+  return [...ports.map((p) => `OVS port ${p}`), ...taps.map((t) => `tap ${t}`)];
+}
+
+/**
+ * A QEMU given by --qmp that is gone: the taps and ports its NICs left (they are persistent, and
+ * QEMU was not ours to stop), found by their mark, which is the socket's. Nothing is deleted while
+ * the socket still takes connections (that QEMU, or a new one on the same socket, is there).
+ */
+export async function forgetDeadExternal(socket: string): Promise<string[]> {
+  // the monitor closes before QEMU has exited: up to 2 s for its listener to go
+  if (!(await pollUntil(async () => !(await socketListens(socket)), 2000, 50))) return [];
+  return deleteMarked(tapMark(path.resolve(socket)));
+}
+
+/** Whether a unix socket has a listener (QEMU's monitor accepts at the kernel even while it serves another client). */
+function socketListens(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createConnection(socket);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
 }
 
 /**

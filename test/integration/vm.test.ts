@@ -4,7 +4,19 @@ import { expect } from 'chai';
 import { execa } from 'execa';
 import { QmpClient } from '../../src/qmp/client.js';
 import { StateStore, type VmRecord, qemuAlive } from '../../src/qemu/state.js';
-import { QEMU, cli, expectUnprivileged, sleep, tempDir, trackLink, trackPid, until, vmName } from '../helpers/env.js';
+import {
+  QEMU,
+  cli,
+  expectUnprivileged,
+  linkExists,
+  sleep,
+  spawnCli,
+  tempDir,
+  trackLink,
+  trackPid,
+  until,
+  vmName,
+} from '../helpers/env.js';
 
 /** VM names of this run (their taps are host-wide): see vmName. */
 const VM1 = vmName('vm1');
@@ -163,11 +175,15 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
     await cli(['stop', VM1], env);
   });
 
-  it('drives a QEMU it did not start through --qmp', async () => {
-    const sock = path.join(tempDir('ext'), 'ext.sock');
+  it('drives a QEMU it did not start through --qmp; once that QEMU is gone, watch --reconcile deletes the taps it left', async () => {
+    const dir = tempDir('ext');
+    const [sock, events] = [path.join(dir, 'ext.sock'), path.join(dir, 'events.sock')];
     const qemu = execa(
       QEMU,
-      ['-M', 'pc', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-qmp', `unix:${sock},server=on,wait=off`],
+      [
+        ...['-M', 'pc', '-accel', 'tcg', '-nodefaults', '-display', 'none'],
+        ...['-qmp', `unix:${sock},server=on,wait=off`, '-qmp', `unix:${events},server=on,wait=off`],
+      ],
       { reject: false },
     );
     trackPid(qemu.pid!);
@@ -186,10 +202,16 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
     }[];
     expect(nics).to.have.length(1);
     expect(nics[0]).to.deep.include({ id: nic.id, tap: nic.tap, queues: 4 });
+    // the tap is persistent: it outlives a QEMU of the user's own, until a reconciling watcher sees it go
+    const watcher = spawnCli(['--qmp', sock, '--events-qmp', events, 'watch', ext, '--reconcile'], env);
+    await until(() => watcher.err().includes(`watching ${ext}`), 'the watcher connected');
     const client = await QmpClient.connect(sock);
     await client.execute('quit').catch(() => {});
     await client.closed;
     await qemu;
+    await until(() => !linkExists(nic.tap), `the tap deleted by the watcher (it said: ${watcher.err()})`);
+    await until(() => watcher.err().includes(`its QEMU is gone; deleted tap ${nic.tap}`), "the watcher's words");
+    expect((await watcher.proc).exitCode, watcher.err()).to.equal(0);
   });
 
   it('doctor reports each check on one line, ok/warn/fail', async () => {
