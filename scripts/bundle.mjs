@@ -13,7 +13,8 @@ import { cliBundle, lazyChildProcess, rxjsEsm } from './esbuild-options.mjs';
 //   mq-hotplug.cjs  commander and the program (main.ts): --version, --help, usage errors stop here;
 //   back.cjs        everything the commands run (back.ts), required on the first action;
 //   execa.cjs       execa and what it pulls in, for start, stop and hooks only (it was 40% of one
-//                   bundle: every add read, hashed and deserialized it).
+//                   bundle: every add read, hashed and deserialized it), required where they run
+//                   (qemu/launcher.ts's loadExeca): loaded at back.cjs's start, it cost an add ~15 ms.
 // No module with state or classes is in two of them (the error classes must be one, for
 // instanceof): main.ts imports only commander, util/write.ts and back.js; back.js reaches execa
 // only through the launcher and watch.
@@ -42,6 +43,8 @@ for (const [entry, outfile, plugins] of [
       : { entryPoints: undefined, stdin: { contents: "module.exports = require('execa');", resolveDir: '.' } }),
     outfile,
     plugins,
+    // import('execa') becomes a require of execa.cjs that the bin answers, made when it runs
+    supported: { 'dynamic-import': false },
   });
   Object.assign(result.metafile.outputs, built.metafile.outputs);
 }

@@ -2,7 +2,6 @@
  * `watch` and `agent`: the VM's events (QEMU's, from the events monitor, and the controller's, from
  * this process and, through the event log, from any other) printed, handed to hooks, and reacted to.
  */
-import { execa } from 'execa';
 import { EMPTY, filter, merge } from 'rxjs';
 import { StateStore, qemuAlive } from '../qemu/state.js';
 import { tailEventLog } from '../qemu/eventlog.js';
@@ -12,7 +11,7 @@ import { UsageError } from '../errors.js';
 import { checkVmName } from '../host/validate.js';
 import type { GlobalOptions } from './env.js';
 import { pollUntil } from '../util/time.js';
-import { forgetDeadExternal, forgetDeadVm } from '../qemu/launcher.js';
+import { forgetDeadExternal, forgetDeadVm, loadExeca } from '../qemu/launcher.js';
 import { DefinitionStore } from '../qemu/definition.js';
 import { writeOut, writeErr } from '../util/write.js';
 
@@ -128,6 +127,7 @@ async function runHook(hook: Hook, vm: string, e: VmEvent): Promise<void> {
     }
   }
   try {
+    const { execa } = await loadExeca();
     const result = await execa(hook.argv[0]!, hook.argv.slice(1), { input: json, env, reject: false, timeout: 60_000 });
     if (result.failed) writeErr(`hook '${hook.argv.join(' ')}' for ${e.event} failed: ${result.shortMessage}\n`);
     else if (result.stdout) writeErr(result.stdout + '\n');

@@ -6,7 +6,6 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { execa } from 'execa';
 import { QmpClient } from '../qmp/client.js';
 import { QmpBusyError, QmpError } from '../qmp/errors.js';
 import { resolveAccel } from './accel.js';
@@ -86,6 +85,7 @@ async function launch(
     fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW,
     0o600,
   );
+  const { execa } = await loadExeca();
   const oldMask = process.umask(0o077); // QEMU creates its sockets 0600
   let child;
   try {
@@ -138,6 +138,12 @@ async function launch(
     throw e;
   }
 }
+
+/**
+ * execa, loaded where a QEMU is started or asked its version: this module is reached by every
+ * command (through boot.ts), and execa's module tree cost an add ~15 ms of its start (bench).
+ */
+export const loadExeca = () => import('execa');
 
 /**
  * What QEMU's user must open, checked before anything is made: the tun device, the disks (read and
@@ -373,6 +379,7 @@ export async function vmState(record: VmRecord): Promise<VmState> {
 
 /** The version line of a qemu binary, e.g. "QEMU emulator version 7.2.22 (...)". */
 export async function qemuVersion(qemu: string): Promise<string> {
+  const { execa } = await loadExeca();
   const { stdout } = await execa(qemu, ['--version'], { stdin: 'ignore' });
   return stdout.split('\n')[0] ?? '';
 }
