@@ -7,6 +7,7 @@
  *    QEMU refuses the device_del sent again while the first is in progress.
  */
 import { expect } from 'chai';
+import type { AddTimings } from '../../src/hotplug/add/transaction.js';
 import { QEMU, cli, makeBridge, tempDir, trackLink, vmName } from '../helpers/env.js';
 import { Guest, guestImage } from '../helpers/guest.js';
 
@@ -22,15 +23,7 @@ interface Added {
   guestLinkUp?: boolean;
   guestMq?: boolean;
   activeQueues?: number;
-  timings: {
-    preflight: number;
-    tap: number;
-    plug: number;
-    bridging: number;
-    confirm: number;
-    total: number;
-    guestWait?: number;
-  };
+  timings: AddTimings;
 }
 
 describe('guest readiness and native PCIe unplug (real guest, TCG)', function () {
