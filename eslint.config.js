@@ -13,25 +13,33 @@ export default tseslint.config(
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', caughtErrors: 'none' }],
       'no-empty': ['error', { allowEmptyCatch: true }],
-      // a layer imports only from below: qmp knows nothing above it, hotplug nothing of the CLI
+      // a layer imports only from below: qmp knows nothing above it, hotplug nothing of the CLI;
+      // the CLI reaches the agent (which runs the CLI's program) only through back.ts's lazy door
       'no-restricted-imports': 'off',
     },
   },
   {
     files: ['src/model/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: above('qmp', 'qemu', 'host', 'hotplug', 'cli') }] },
+    rules: {
+      'no-restricted-imports': ['error', { patterns: above('qmp', 'qemu', 'host', 'hotplug', 'cli', 'agent') }],
+    },
   },
   {
     files: ['src/qmp/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: above('qemu', 'host', 'hotplug', 'cli') }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: above('qemu', 'host', 'hotplug', 'cli', 'agent') }] },
   },
   {
     files: ['src/qemu/**', 'src/host/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: above('hotplug', 'cli') }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: above('hotplug', 'cli', 'agent') }] },
   },
   {
     files: ['src/hotplug/**'],
-    rules: { 'no-restricted-imports': ['error', { patterns: above('cli') }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: above('cli', 'agent') }] },
+  },
+  {
+    files: ['src/cli/**'],
+    ignores: ['src/cli/back.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: above('agent') }] },
   },
   {
     files: ['**/*.cjs'],

@@ -27,12 +27,41 @@ function load(file, require) {
   return module.exports;
 }
 
-if (fs.existsSync(path.join(dist, 'mq-hotplug.cjs'))) {
-  const requireFromDist = Module.createRequire(path.join(dist, 'mq-hotplug.cjs'));
-  let back;
-  load('mq-hotplug.cjs', (id) =>
-    id === './back.cjs' ? (back ??= load('back.cjs', requireFromDist)) : requireFromDist(id),
-  );
-} else {
-  import(path.join(__dirname, '..', 'build', 'src', 'cli', 'main.js'));
+const bundled = fs.existsSync(path.join(dist, 'mq-hotplug.cjs'));
+const requireFromDist = Module.createRequire(path.join(dist, 'mq-hotplug.cjs'));
+
+/** The CLI itself: the program, then what the commands run. */
+function runHere() {
+  if (bundled) {
+    let back;
+    load('mq-hotplug.cjs', (id) =>
+      id === './back.cjs' ? (back ??= load('back.cjs', requireFromDist)) : requireFromDist(id),
+    );
+  } else {
+    import(path.join(__dirname, '..', 'build', 'src', 'cli', 'main.js'));
+  }
 }
+
+// First the agent's client (src/agent/client.ts): where a host agent serves the state directory,
+// the command runs there and this process relays it; else, or where the agent is gone, it runs here.
+const args = process.argv.slice(2);
+// without an agent's socket where the state directory is not given, nothing to ask: the client's
+// load (~1 ms) is saved on every such call
+const stateDir = process.env.MQ_HOTPLUG_STATE_DIR || '/run/mq-hotplug';
+const maybeAgent =
+  making ||
+  fs.existsSync(path.join(stateDir, 'agent.sock')) ||
+  args.some((a) => a === '--state-dir' || a.startsWith('--state-dir='));
+const client = !maybeAgent
+  ? Promise.resolve({ agentFor: () => undefined })
+  : bundled
+    ? Promise.resolve(load('client.cjs', requireFromDist))
+    : import(path.join(__dirname, '..', 'build', 'src', 'agent', 'client.js'));
+client.then((c) => {
+  const socket = c.agentFor(args, process.env);
+  if (!socket) return runHere();
+  return c.forward(socket, args, process.env).then((code) => {
+    if (code === undefined) runHere();
+    else process.exitCode = code;
+  });
+});

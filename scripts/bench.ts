@@ -5,13 +5,25 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Controller } from '../src/hotplug/controller.js';
 import type { AddResult } from '../src/hotplug/add/transaction.js';
 import { stopVm } from '../src/qemu/launcher.js';
 import { StateStore, type VmRecord } from '../src/qemu/state.js';
-import { CLI, PREFIX, QEMU, ROOT, cleanupAll, makeBridge, smallVm, tempDir, vmName } from '../test/helpers/env.js';
+import { pollUntil } from '../src/util/time.js';
+import {
+  CLI,
+  PREFIX,
+  QEMU,
+  ROOT,
+  cleanupAll,
+  makeBridge,
+  smallVm,
+  tempDir,
+  until,
+  vmName,
+} from '../test/helpers/env.js';
 import { Guest, guestImage } from '../test/helpers/guest.js';
 import { startOvs } from '../test/helpers/ovs.js';
 import { RawQmp } from './bench/raw-qmp.js';
@@ -34,6 +46,8 @@ const ROUNDS = {
 };
 
 const store = new StateStore(tempDir('bench'));
+/** The host agent's own state directory (every CLI call on a directory with an agent goes through it). */
+const agentStore = new StateStore(tempDir('bench-agent'));
 let vmCount = 0;
 /** A VM for the library: its QEMU as its own user, its taps made and owned by mq-hotplug. */
 const freshVm = (bridge: string): Promise<VmRecord> => smallVm(store, vmName(`b${vmCount++}`), bridge);
@@ -92,6 +106,10 @@ async function perNic(k: number, rounds: number, bridge: string): Promise<void> 
  */
 async function cliFigures(bridge: string, libvirt: Libvirt | undefined): Promise<void> {
   const vm = await freshVm(bridge);
+  // the CLI through a host agent: a VM of the agent's directory
+  const viaAgent = await smallVm(agentStore, vmName(`g${vmCount++}`), bridge);
+  const agentEnv = { ...process.env, MQ_HOTPLUG_STATE_DIR: agentStore.root };
+  const agent = await startAgent(agentEnv);
   // the single executable (npm run build:sea), where it was built: its own VM, as slots are counted
   const sea = fs.existsSync(SEA) ? await freshVm(bridge) : undefined;
   const raw = await baselineVm(bridge);
@@ -105,6 +123,10 @@ async function cliFigures(bridge: string, libvirt: Libvirt | undefined): Promise
       (await time(() => run(process.execPath, [CLI, 'add', vm.name, '--queues', '8'], { env })))[0],
     );
     record('baseline (CLI rounds)', (await time(() => rawQmp.addNic(i, `${raw.name}r${i}`, bridge)))[0]);
+    record(
+      'cli add through the agent',
+      (await time(() => run(process.execPath, [CLI, 'add', viaAgent.name, '--queues', '8'], { env: agentEnv })))[0],
+    );
     if (sea) {
       record('sea --version', (await time(() => run(SEA, ['--version'])))[0]);
       record(
@@ -115,7 +137,149 @@ async function cliFigures(bridge: string, libvirt: Libvirt | undefined): Promise
     if (libvirt) record('virsh attach-device (new process per NIC)', (await time(() => libvirt.attach()))[0]);
   }
   rawQmp.close();
+  await agent.stop();
+  await stopVm(agentStore, viaAgent.name);
   for (const v of [vm, sea, raw]) if (v) await stopVm(store, v.name);
+}
+
+/**
+ * `mq-hotplug start` of a defined VM with K saved 4-queue bridged NICs (a new process, as an
+ * operator or the agent at boot runs it), against a raw start of the same QEMU with the same NICs on
+ * its command line: spawn, QMP greeting, qmp_capabilities, one `ip -batch` attaching every tap.
+ */
+async function startFigure(bridge: string, k: number): Promise<void> {
+  const config = `${store.root}-config`;
+  const env = { ...process.env, MQ_HOTPLUG_STATE_DIR: store.root, MQ_HOTPLUG_CONFIG_DIR: config };
+  const vm = vmName(`s${vmCount++}`);
+  const cliRun = (...args: string[]) => run(process.execPath, [CLI, ...args], { env });
+  await cliRun('start', vm, '--memory', '128M', '--accel', 'tcg', '--hotplug-slots', '0', '--bridge', bridge);
+  const spec = `${tempDir('start')}/nics.json`;
+  fs.writeFileSync(spec, JSON.stringify({ nics: Array.from({ length: k }, (_, i) => ({ id: `s${i}`, queues: 4 })) }));
+  await cliRun('apply', vm, '-f', spec);
+  await cliRun('stop', vm);
+  const rawName = vmName(`w${vmCount++}`);
+  const dir = tempDir('rawstart');
+  for (let round = 0; round < (quick ? 2 : 8); round++) {
+    const ours = async () => {
+      record('node -e 0 (start rounds)', (await time(() => run(process.execPath, ['-e', '0'])))[0]);
+      record(`cli start, ${k} saved NICs`, (await time(() => cliRun('start', vm)))[0]);
+      await cliRun('stop', vm);
+    };
+    const raw = async () => {
+      const sock = `${dir}/qmp${round}.sock`;
+      const taps = Array.from({ length: k }, (_, i) => `${rawName}r${i}`);
+      const nics = taps.flatMap((tap, i) => [
+        '-netdev',
+        `tap,id=nd${i},ifname=${tap},script=no,downscript=no,vhost=off,queues=4`,
+        '-device',
+        `virtio-net-pci,netdev=nd${i},id=s${i},mac=52:54:00:00:01:${i.toString(16).padStart(2, '0')},mq=on,vectors=10,bus=pci.0,addr=0x${(i + 3).toString(16)}`,
+      ]);
+      const argv = [
+        ...[
+          '-machine',
+          'pc,accel=tcg',
+          '-smp',
+          '2',
+          '-m',
+          '128M',
+          '-nodefaults',
+          '-no-user-config',
+          '-display',
+          'none',
+        ],
+        ...['-qmp', `unix:${sock},server=on,wait=off`, ...nics],
+      ];
+      let qemu: ReturnType<typeof spawn> | undefined;
+      const [ms] = await time(async () => {
+        qemu = spawn(QEMU, argv, { stdio: 'ignore' });
+        await pollUntil(() => fs.existsSync(sock), 30_000, 1);
+        const qmp = await RawQmp.connect(sock);
+        const batch = spawn('ip', ['-batch', '-'], { stdio: ['pipe', 'ignore', 'inherit'] });
+        batch.stdin!.end(taps.map((t) => `link set dev ${t} master ${bridge} up\n`).join(''));
+        await new Promise((resolve) => batch.once('exit', resolve));
+        qmp.close();
+      });
+      record(`raw command-line start, ${k} NICs`, ms);
+      const exited = new Promise((resolve) => qemu!.once('exit', resolve));
+      qemu!.kill('SIGTERM');
+      await exited;
+    };
+    if (round % 2) await ours().then(raw);
+    else await raw().then(ours);
+  }
+  await cliRun('undefine', vm);
+}
+
+/** `mq-hotplug agent` (no VM, or `vm` for today's per-VM agent) on a state directory; stopped by SIGTERM. */
+async function startAgent(env: NodeJS.ProcessEnv, vm?: string) {
+  const child = spawn(
+    process.execPath,
+    [CLI, 'agent', ...(vm ? [vm] : ['--metrics', `${env.MQ_HOTPLUG_STATE_DIR}/m.sock`])],
+    {
+      env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
+  let said = '';
+  child.stderr!.on('data', (d: Buffer) => (said += d.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await until(() => said.includes(vm ? `watching ${vm}` : 'agent: serving'), 'the agent up', 20_000);
+  return {
+    said: () => said,
+    /** VmRSS, kB */
+    rss: () => Number(/^VmRSS:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1]),
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** Median RSS over samples 250 ms apart, once the agent has settled (GC, its first checks). */
+async function settledRss(rss: () => number): Promise<number> {
+  await new Promise((r) => setTimeout(r, 3000));
+  const kb: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    kb.push(rss());
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return stats(kb).median / 1024;
+}
+
+/**
+ * One host agent watching FLEET VMs against today's agent (`agent VM`) watching one: memory (MB,
+ * recorded as the samples' figure), and how long a tap knocked off its bridge in any of the VMs
+ * stays off (ip link set nomaster, then sysfs polled every ms until it is back).
+ */
+async function agentFigures(bridge: string): Promise<void> {
+  const fleet = quick ? 10 : 50;
+  const env = { ...process.env, MQ_HOTPLUG_STATE_DIR: agentStore.root };
+  const vms: string[] = [];
+  for (let i = 0; i < fleet; i++) {
+    const vm = await smallVm(agentStore, vmName(`f${vmCount++}`), bridge);
+    const c = await Controller.open({ name: vm.name, store: agentStore });
+    await c.addNic({ queues: 4 });
+    await c.close();
+    vms.push(vm.name);
+  }
+  const one = await startAgent(env, vms[0]);
+  record("today's agent, one VM (MB)", await settledRss(one.rss));
+  await one.stop();
+  const agent = await startAgent(env);
+  await until(() => vms.every((vm) => agent.said().includes(`agent: watching ${vm} `)), 'every VM followed', 60_000);
+  record(`host agent, ${fleet} VMs (MB)`, await settledRss(agent.rss));
+  for (let round = 0; round < (quick ? 10 : 40); round++) {
+    const vm = vms[(round * 7) % vms.length]!;
+    const tap = agentStore.read(vm)!.nics[0]!.tap;
+    const master = `/sys/class/net/${tap}/master`;
+    const t = performance.now();
+    await run('ip', ['link', 'set', 'dev', tap, 'nomaster']);
+    if (!(await pollUntil(() => fs.existsSync(master), 30_000, 1))) throw new Error(`${tap}: not put right in 30 s`);
+    record(`drift repaired, ${fleet} VMs`, performance.now() - t);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await agent.stop();
+  for (const vm of vms) await stopVm(agentStore, vm);
 }
 
 /**
@@ -263,6 +427,8 @@ function report(): void {
     ['sea add (new process per NIC)', 'cli add (new process per NIC)', 'single executable add vs CLI'],
     ['sea --version', 'node -e 0', 'single executable --version'],
     ['cli apply 28 NICs', 'baseline 28 adds (apply rounds)', 'CLI apply of 28 NICs (whole process)'],
+    ['cli add through the agent', 'cli add (new process per NIC)', 'CLI add through the agent vs alone'],
+    ['cli start, 28 saved NICs', 'raw command-line start, 28 NICs', 'start, 28 saved NICs (CLI process)'],
     [
       'remove with guest: device_del to DEVICE_DELETED',
       'remove with guest: whole remove',
@@ -305,6 +471,34 @@ function report(): void {
         `${rawAdd.toFixed(1)} ms; ratio ${(beyondNode(name) / rawAdd).toFixed(2)}x`,
     );
   }
+  if (samples['cli add through the agent'])
+    console.log(
+      `CLI add through the agent beyond 'node -e 0': ${beyondNode('cli add through the agent').toFixed(1)} ms; ` +
+        `ratio ${(beyondNode('cli add through the agent') / rawAdd).toFixed(2)}x the raw add (target 1.3x)`,
+    );
+  if (samples['cli start, 28 saved NICs']) {
+    const beyond =
+      stats(samples['cli start, 28 saved NICs']!).median - stats(samples['node -e 0 (start rounds)']!).median;
+    const raw = stats(samples['raw command-line start, 28 NICs']!).median;
+    console.log(
+      `start of a defined VM with 28 saved NICs beyond 'node -e 0': ${beyond.toFixed(1)} ms; raw command-line start: ` +
+        `${raw.toFixed(1)} ms; ratio ${(beyond / raw).toFixed(2)}x (target 1.3x)`,
+    );
+  }
+  const fleetMb = Object.keys(samples).find((k) => k.startsWith('host agent, '));
+  if (fleetMb && samples["today's agent, one VM (MB)"]) {
+    const [many, one] = [stats(samples[fleetMb]!).median, stats(samples["today's agent, one VM (MB)"]!).median];
+    console.log(
+      `${fleetMb.replace(' (MB)', '')}: ${many.toFixed(1)} MB; today's agent, one VM: ${one.toFixed(1)} MB; ratio ${(many / one).toFixed(2)}x (target 1.5x)`,
+    );
+  }
+  const drift = Object.keys(samples).find((k) => k.startsWith('drift repaired'));
+  if (drift) {
+    const d = stats(samples[drift]!);
+    console.log(
+      `${drift}: median ${d.median.toFixed(1)} ms, p95 ${d.p95.toFixed(1)} ms over ${d.n} (target: median 1000 ms)`,
+    );
+  }
   if (samples['sea --version'])
     console.log(`single executable start-up beyond 'node -e 0': ${beyondNode('sea --version').toFixed(1)} ms`);
   console.log(
@@ -339,6 +533,10 @@ try {
   } finally {
     await libvirt?.teardown();
   }
+  progress('start of a defined VM');
+  await startFigure(bridge, 28);
+  progress('host agent: memory, drift');
+  await agentFigures(bridge);
   progress('4 VMs in parallel');
   await parallel(bridge);
   progress('remove with a guest');
@@ -350,6 +548,6 @@ try {
   console.error(`bench failed: ${(e as Error).stack}`);
   process.exitCode = 1;
 } finally {
-  for (const name of store.list()) await stopVm(store, name).catch(() => {});
+  for (const s of [store, agentStore]) for (const name of s.list()) await stopVm(s, name).catch(() => {});
   cleanupAll();
 }

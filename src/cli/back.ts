@@ -7,6 +7,7 @@
 export const commands = () => import('./commands/index.js');
 export const watch = () => import('./watch.js');
 export const completion = () => import('./completion.js');
+export const agent = () => import('../agent/run.js');
 export { fail } from './output.js';
 export { setTrace } from '../util/trace.js';
 export { UsageError } from '../errors.js';

@@ -1,12 +1,13 @@
 /** Output helpers: one-line errors with an exit code per kind, and tables (JSON and notes: env.ts). */
 import { exitCodeOf } from '../errors.js';
+import { setExitCode } from '../util/request.js';
 import { writeErr } from '../util/write.js';
 
 /** Prints one line "mq-hotplug: <message>" and sets the exit code by the error's kind. */
 export function fail(e: unknown): void {
   const message = e instanceof Error ? e.message : String(e);
   writeErr(`mq-hotplug: ${message.replace(/\n/g, ' | ')}\n`);
-  process.exitCode = exitCodeOf(e);
+  setExitCode(exitCodeOf(e));
 }
 
 /** A plain aligned table; null and undefined print as '-'. */

@@ -2,16 +2,15 @@
  * `watch` and `agent`: the VM's events (QEMU's, from the events monitor, and the controller's, from
  * this process and, through the event log, from any other) printed, handed to hooks, and reacted to.
  */
-import { EMPTY, filter, merge } from 'rxjs';
 import { StateStore, qemuAlive } from '../qemu/state.js';
-import { tailEventLog } from '../qemu/eventlog.js';
-import { Controller } from '../hotplug/controller.js';
 import type { VmEvent } from '../hotplug/events.js';
+import { type WatchedVm, cleanUpAfter, watchVm, watchers } from '../hotplug/watched-vm.js';
+import { bindToClient, requester } from '../util/request.js';
 import { UsageError } from '../errors.js';
 import { checkVmName } from '../host/validate.js';
 import type { GlobalOptions } from './env.js';
 import { pollUntil } from '../util/time.js';
-import { forgetDeadExternal, forgetDeadVm, loadExeca } from '../qemu/launcher.js';
+import { loadExeca } from '../qemu/launcher.js';
 import { DefinitionStore } from '../qemu/definition.js';
 import { writeOut, writeErr } from '../util/write.js';
 
@@ -25,7 +24,7 @@ export interface WatchOptions {
   checkInterval?: string;
 }
 
-interface Hook {
+export interface Hook {
   event: string;
   argv: string[];
 }
@@ -33,72 +32,79 @@ interface Hook {
 export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Promise<void> {
   if (o.on.length !== o.exec.length)
     throw new UsageError(`--on and --exec go in pairs: got ${o.on.length} --on and ${o.exec.length} --exec`);
-  const hooks: Hook[] = o.on.map((event, i) => {
-    const argv = o.exec[i]!.trim().split(/\s+/);
-    if (!argv[0]) throw new UsageError(`empty --exec for --on ${event}`);
-    return { event, argv };
-  });
+  const hooks = hooksOf(o.on, o.exec);
   const periodMs = Math.max(100, Number.parseFloat(o.checkInterval ?? '5') * 1000);
   if (!Number.isFinite(periodMs))
     throw new UsageError(`invalid check interval '${o.checkInterval}': use seconds, e.g. 5 or 0.5`);
   const external = g.eventsQmp ?? g.qmp;
   if (!external) checkVmName(vm);
   const store = external ? undefined : new StateStore(g.stateDir);
+  // run by the host agent for a client: its watcher of the VM is borrowed (the events monitor
+  // serves one client, the agent), and the agent reconciles and cleans up
+  const client = requester();
+  const agent = client && !external ? watchers() : undefined;
   let stopping = false;
-  let current: Controller | undefined;
+  let current: WatchedVm | undefined;
   const onSignal = () => {
     stopping = true;
-    void current?.close();
+    if (!agent) void current?.close();
+    wake();
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  let wake = () => {};
+  const woken = () => new Promise<void>((r) => (wake = r));
+  if (client) client.signal.addEventListener('abort', onSignal, { once: true });
+  else {
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+  }
 
   let lastPid: number | undefined;
   for (;;) {
     if (store && o.follow) lastPid = await waitForVm(store, vm, lastPid, () => stopping);
     if (stopping) break;
-    const controller = (current = await Controller.open({
-      ...(external ? { qmp: external, name: vm } : { name: vm, store, monitor: 'events' }),
-      readOnly: !o.reconcile,
-    }));
-    const others$ = store
-      ? tailEventLog<VmEvent>(store.eventLogPath(vm)).pipe(filter((e) => e.pid !== process.pid))
-      : EMPTY;
-    let lastEvent = '';
-    const printing = merge(controller.events$, others$).subscribe((e) => {
-      lastEvent = e.event;
-      if (!o.quiet) print(vm, e, o.json);
-      for (const hook of hooks) if (hook.event === e.event || hook.event === '*') void runHook(hook, vm, e);
-    });
-    const reacting = o.reconcile ? controller.startReconcile(controller.events$, periodMs) : undefined;
+    const where = external ? { qmp: external, name: vm } : { name: vm, store, monitor: 'events' as const };
+    const watched = (current = agent
+      ? await agent.borrow(vm)
+      : await watchVm(where, { reconcile: o.reconcile, periodMs }));
+    const printing = watched.events$.subscribe(
+      bindToClient((e: VmEvent) => {
+        if (!o.quiet) print(vm, e, o.json);
+        for (const hook of hooks) if (hook.event === e.event || hook.event === '*') void runHook(hook, vm, e);
+      }),
+    );
+    // an agent that does not reconcile lends its watcher, and this watch reconciles on it
+    const reconcileHere = o.reconcile && agent !== undefined && !agent.reconciles;
+    const reacting = reconcileHere
+      ? watched.controller.startReconcile(watched.controller.events$, periodMs)
+      : undefined;
     writeErr(`watching ${vm}${o.reconcile ? ' and reconciling' : ''} (Ctrl-C to stop)\n`);
-    const reason = await controller.qmp.closed;
+    const why = await Promise.race([watched.ended, woken().then(() => undefined)]);
     printing.unsubscribe();
     reacting?.unsubscribe();
-    await controller.close();
-    if (stopping) break;
-    const why =
-      lastEvent === 'SHUTDOWN'
-        ? 'the VM shut down'
-        : `its QMP connection closed${reason ? ` (${reason.message})` : ''}`;
+    if (!agent) await watched.close();
+    if (stopping || why === undefined) break;
     writeErr(`${vm}: ${why}\n`);
-    if (store && o.reconcile) {
-      const record = store.read(vm);
-      if (record && !qemuAlive(record)) {
-        // nothing stale left behind: its taps, ifbs, serial socket and state; its user if it is not defined
-        await forgetDeadVm(store, record, vm, new DefinitionStore(g.configDir));
-      }
-    }
-    if (external && o.reconcile) {
-      // a QEMU of the user's own (seed recipe): its persistent taps and ports are ours to take
-      const gone = await forgetDeadExternal(g.qmp ?? external); // the taps carry the control socket's mark
-      if (gone.length) writeErr(`${vm}: its QEMU is gone; deleted ${gone.join(', ')}\n`);
+    if (o.reconcile && (!agent || reconcileHere)) {
+      const said = await cleanUpAfter({ name: vm, store, qmp: g.qmp ?? external }, new DefinitionStore(g.configDir));
+      if (said) writeErr(`${said}\n`);
     }
     if (!o.follow || !store) break;
     writeErr(`${vm}: waiting for it to start again (--follow)\n`);
   }
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
+  if (client) client.signal.removeEventListener('abort', onSignal);
+  else {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** --on/--exec pairs as hooks: argv split on spaces (no shell). */
+export function hooksOf(on: string[], exec: string[]): Hook[] {
+  return on.map((event, i) => {
+    const argv = exec[i]!.trim().split(/\s+/);
+    if (!argv[0]) throw new UsageError(`empty --exec for --on ${event}`);
+    return { event, argv };
+  });
 }
 
 function print(vm: string, e: VmEvent, json?: boolean): void {
@@ -112,7 +118,7 @@ function print(vm: string, e: VmEvent, json?: boolean): void {
 }
 
 /** Runs one hook: argv only (no shell), the event as JSON on stdin and as MQH_* variables. */
-async function runHook(hook: Hook, vm: string, e: VmEvent): Promise<void> {
+export async function runHook(hook: Hook, vm: string, e: VmEvent): Promise<void> {
   const json = JSON.stringify({ event: e.event, data: e.data, timestamp: e.timestamp, vm, source: e.source });
   const env: Record<string, string> = {
     MQH_EVENT: e.event,

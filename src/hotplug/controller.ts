@@ -11,7 +11,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Observable, Subscription } from 'rxjs';
+import { type Observable, Subject, type Subscription } from 'rxjs';
 import { type Credentials, ROOT } from '../host/users.js';
 import { QmpClient } from '../qmp/client.js';
 import { DefinitionStore } from '../qemu/definition.js';
@@ -46,6 +46,28 @@ export interface OpenOptions {
    * fork that blocks this thread for 4-8 ms here) would else lie on the first add's path.
    */
   readOnly?: boolean;
+  /** The host's ports to share (the agent's, one batch ip for every VM); not closed with the controller. */
+  host?: LinuxHost;
+}
+
+/** A controller event of this process, with the controller that published it. */
+export interface LocalEvent {
+  vm: string;
+  from: Controller;
+  event: VmEvent;
+}
+
+/**
+ * Every controller event published in this process: other processes read them from the VM's
+ * event log, but a log reader skips its own process's lines, so the agent's watcher of a VM learns
+ * of an add that the agent ran for a client from here.
+ */
+export const localEvents$ = new Subject<LocalEvent>();
+
+let processHost: LinuxHost | undefined;
+/** The host's ports every controller of this process opens with (the agent: one batch ip for all). */
+export function shareHost(host: LinuxHost | undefined): void {
+  processHost = host;
 }
 
 export class Controller {
@@ -58,6 +80,7 @@ export class Controller {
     readonly qmp: QmpClient,
     readonly name: string,
     private readonly host: LinuxHost,
+    private readonly sharedHost: boolean,
     store: StateStore | undefined,
     definitions: DefinitionStore | undefined,
     qemu: { user: Credentials; vmKey: string },
@@ -71,7 +94,12 @@ export class Controller {
       qemuUser: qemu.user,
       vmKey: qemu.vmKey,
       // to the VM's event log too, for watchers in other processes
-      log: store ? (e) => store.appendEvent(name, { ...e, vm: name }) : undefined,
+      log: store
+        ? (e) => {
+            store.appendEvent(name, { ...e, vm: name });
+            localEvents$.next({ vm: name, from: this, event: e });
+          }
+        : undefined,
     });
     this.events$ = this.context.events$;
   }
@@ -92,7 +120,8 @@ export class Controller {
       target = options.monitor === 'events' ? record.eventsQmp : record.qmp;
       user = record.user ?? ROOT; // a record from before users were kept: QEMU ran as root
     }
-    const host = new LinuxHost();
+    const shared = options.host ?? processHost;
+    const host = shared ?? new LinuxHost();
     let qmp: QmpClient;
     try {
       const connecting = QmpClient.connect(target, {
@@ -103,7 +132,7 @@ export class Controller {
       if (!options.readOnly) host.warmUp();
       qmp = await connecting;
     } catch (e) {
-      host.close();
+      if (!shared) host.close();
       throw e;
     }
     const qemu = {
@@ -112,7 +141,7 @@ export class Controller {
       vmKey: store ? store.vmDir(name) : path.resolve(target),
     };
     const definitions = store ? (options.definitions ?? new DefinitionStore()) : undefined;
-    return new Controller(qmp, name, host, store, definitions, qemu);
+    return new Controller(qmp, name, host, shared !== undefined, store, definitions, qemu);
   }
 
   /** Publishes a controller event here and to the VM's event log (for watchers in other processes). */
@@ -140,8 +169,12 @@ export class Controller {
   }
 
   /** The reconcile reactions (see reconcile.ts), on this VM's events or another stream of them. */
-  startReconcile(events$: Observable<VmEvent> = this.events$, periodMs?: number): Subscription {
-    return startReconcile(this.context, events$, periodMs);
+  startReconcile(
+    events$: Observable<VmEvent> = this.events$,
+    periodMs?: number,
+    kick$?: Observable<unknown>,
+  ): Subscription {
+    return startReconcile(this.context, events$, periodMs, kick$);
   }
 
   /** Runs fn under the VM's lock (no lock for a VM given by --qmp). */
@@ -150,7 +183,7 @@ export class Controller {
   }
 
   async close(): Promise<void> {
-    this.host.close();
+    if (!this.sharedHost) this.host.close();
     this.context.close();
     await this.qmp.close();
   }

@@ -29,6 +29,10 @@ export interface ControllerEventData {
       trunks: number[] | null;
       ifaceId: string | null;
     };
+  /** The add is done, all of it (published last): `ms` from its start, under the lock, to here. */
+  NIC_ADDED: { device: string; tap: string; bridge: string | null; ms: number };
+  /** An add that passed its checks failed (and was undone): `kind` is the error's class, as metrics count it. */
+  NIC_ADD_FAILED: { device: string; kind: string; error: string; ms: number };
   /** The tap is on its bridge (or, with no bridge, up). */
   NIC_BRIDGED: { device: string; tap: string; bridge: string | null };
   /** Attaching the tap failed; the add rolls back. */
@@ -43,6 +47,8 @@ export interface ControllerEventData {
     mac: string | null;
     tapGone: boolean | null;
     reason: string;
+    /** ms from device_del to here, for a `remove`; null where the guest ejected it */
+    ms: number | null;
   };
   /**
    * The reconcile reaction put a tap right again: back on its bridge, up, its MAC and MTU, its rate

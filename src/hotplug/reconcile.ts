@@ -4,10 +4,10 @@
  *    an unplug-pending NIC finally went): netdev_del, forget it, publish NIC_REMOVED;
  *  - a tap that drifted from its record (off its bridge, down, another MAC or MTU, its rate limit
  *    gone), checked on every event and every `periodMs`: set it right again (the network backend), publish
- *    NIC_REATTACHED with what was fixed.
+ *    NIC_REATTACHED with what was fixed; `kick$` asks for a check now (the host agent's link monitor).
  * Each reaction takes the VM's lock, so it never races a `remove` or `add` in another process.
  */
-import { type Observable, type Subscription, concatMap, filter, interval, map, merge } from 'rxjs';
+import { EMPTY, type Observable, type Subscription, concatMap, filter, interval, map, merge } from 'rxjs';
 import type { HotplugContext } from './context.js';
 import type { VmEvent } from './events.js';
 import { finishRemoval } from './remove.js';
@@ -16,12 +16,13 @@ export function startReconcile(
   ctx: HotplugContext,
   events$: Observable<VmEvent> = ctx.events$,
   periodMs = 5000,
+  kick$: Observable<unknown> = EMPTY,
 ): Subscription {
   const deleted$ = events$.pipe(
     filter((e) => e.event === 'DEVICE_DELETED' && e.source === 'qemu' && typeof e.data.device === 'string'),
     map((e) => ({ kind: 'deleted' as const, device: (e.data as { device: string }).device })),
   );
-  const check$ = merge(interval(periodMs), events$.pipe(filter((e) => e.event !== 'DEVICE_DELETED'))).pipe(
+  const check$ = merge(interval(periodMs), kick$, events$.pipe(filter((e) => e.event !== 'DEVICE_DELETED'))).pipe(
     map(() => ({ kind: 'check' as const })),
   );
   return merge(deleted$, check$)

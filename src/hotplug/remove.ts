@@ -45,13 +45,18 @@ export async function removeNic(
       );
     }
     const unplugMs = monotonicMs() - started;
-    await finishRemoval(ctx, nic);
+    await finishRemoval(ctx, nic, 'remove', started);
     return { id: nic.id, netdev: nic.netdev, tap: nic.tap, mac: nic.mac, unplugMs };
   });
 }
 
 /** After the device is gone: netdev_del (closes the tap), the tap and the port's extras, forget the NIC, publish NIC_REMOVED. */
-export async function finishRemoval(ctx: HotplugContext, nic: FoundNic, reason = 'remove'): Promise<void> {
+export async function finishRemoval(
+  ctx: HotplugContext,
+  nic: FoundNic,
+  reason = 'remove',
+  startedMs?: number,
+): Promise<void> {
   await deleteNetdev(ctx, nic.netdev);
   if (nic.tap) await ctx.taps.release({ tap: nic.tap });
   // the tap's qdiscs went with the tap; an ifb must go by hand
@@ -67,6 +72,7 @@ export async function finishRemoval(ctx: HotplugContext, nic: FoundNic, reason =
     mac: nic.mac ?? null,
     tapGone,
     reason,
+    ms: startedMs === undefined ? null : monotonicMs() - startedMs,
   });
 }
 

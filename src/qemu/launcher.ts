@@ -303,7 +303,7 @@ export async function forgetDeadExternal(socket: string): Promise<string[]> {
 }
 
 /** Whether a unix socket has a listener (QEMU's monitor accepts at the kernel even while it serves another client). */
-function socketListens(socket: string): Promise<boolean> {
+export function socketListens(socket: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.createConnection(socket);
     s.once('connect', () => {

@@ -6,8 +6,12 @@
  * rest through the stream; a reader that went away (EPIPE, `| head`) ends the output quietly.
  */
 import fs from 'node:fs';
+import { requester } from './request.js';
 
+/** In the agent, a command's output goes to its client instead (util/request.ts). */
 export function writeOut(text: string, fd: 1 | 2 = 1): void {
+  const client = requester();
+  if (client) return fd === 1 ? client.out(text) : client.err(text);
   let rest = Buffer.from(text);
   try {
     while (rest.length) rest = rest.subarray(fs.writeSync(fd, rest));

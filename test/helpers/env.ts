@@ -13,6 +13,7 @@ import type { AddPlan, AddRequest } from '../../src/hotplug/add/plan.js';
 import { executeAdd } from '../../src/hotplug/add/transaction.js';
 import { startVm } from '../../src/qemu/launcher.js';
 import type { StateStore, VmRecord } from '../../src/qemu/state.js';
+import { PROCESS_ENV, agentSocket } from '../../src/agent/protocol.js';
 
 /** mqt + up to 5 digits of our pid: leaves 7 characters for a suffix. */
 export const PREFIX = `mqt${process.pid % 100000}`;
@@ -310,8 +311,66 @@ function cliEnv(env: Record<string, string>): Record<string, string> {
   return state && !env.MQ_HOTPLUG_CONFIG_DIR ? { ...env, MQ_HOTPLUG_CONFIG_DIR: configDirOf(state) } : env;
 }
 
-/** Runs the real CLI as a new process. */
+/**
+ * MQ_HOTPLUG_TEST_AGENT=1 (`npm run test:agent`): the suite's second path. Each state directory a
+ * test's CLI calls use gets a host agent of its own, started by its first call, so that the
+ * calls run through the agent's control socket; the root afterEach hook (hooks.ts) stops them.
+ */
+export const VIA_AGENT = process.env.MQ_HOTPLUG_TEST_AGENT === '1';
+const agents = new Map<string, ResultPromise>();
+
+/** Starts the state directory's host agent where none runs; waits for its socket, or for it to give up. */
+async function ensureAgent(env: Record<string, string>): Promise<void> {
+  const state = env.MQ_HOTPLUG_STATE_DIR;
+  if (!VIA_AGENT || !state || agents.has(path.resolve(state))) return;
+  // the agent's own process: without a test's fault (a fake ip) meant for one call; its OVS is the
+  // call's (a call with another OVS_RUNDIR runs on its own, as a CLI with other settings does)
+  const isProcessSetting = (k: string) => k !== 'OVS_RUNDIR' && (PROCESS_ENV as readonly string[]).includes(k);
+  const agentEnv = Object.fromEntries(
+    Object.entries({ ...process.env, ...cliEnv(env) }).filter(([k]) => !isProcessSetting(k)),
+  );
+  // --no-reconcile: the tests make drift on purpose, to see it reported (agent.test.ts tests reconcile)
+  const proc = execa('node', [CLI, 'agent', '--no-reconcile'], {
+    ...{ env: agentEnv, extendEnv: false, reject: false, stdin: 'ignore' },
+    ...(process.env.MQT_AGENT_LOG ? { stderr: { file: process.env.MQT_AGENT_LOG, append: true } } : {}),
+  });
+  trackPid(proc.pid!);
+  agents.set(path.resolve(state), proc);
+  let exited = false;
+  void proc.then(() => (exited = true));
+  // a refused state directory: the agent says so and exits, and the CLI runs on its own
+  await until(() => exited || fs.existsSync(agentSocket(path.resolve(state))), `the agent of ${state}`, 15_000);
+}
+
+/** A state directory's entries, less the agent's control socket: what a test expects gone is gone. */
+export function stateEntries(stateDir: string): string[] {
+  return fs.readdirSync(stateDir).filter((e) => e !== 'agent.sock');
+}
+
+/**
+ * Kills a CLI process mid-operation (SIGKILL). Through an agent (MQ_HOTPLUG_TEST_AGENT=1) the
+ * operation runs there, so the agent is killed with it; the next call starts a new one.
+ */
+export async function killMidway(proc: ResultPromise, env: Record<string, string>): Promise<void> {
+  const state = env.MQ_HOTPLUG_STATE_DIR && path.resolve(env.MQ_HOTPLUG_STATE_DIR);
+  const agent = state ? agents.get(state) : undefined;
+  agent?.kill('SIGKILL');
+  proc.kill('SIGKILL');
+  await Promise.all([proc, agent]);
+  if (state) agents.delete(state);
+}
+
+/** Stops the host agents the test's calls started (SIGTERM, and waits for each to exit). */
+export async function stopAgents(): Promise<void> {
+  const running = [...agents.values()];
+  agents.clear();
+  for (const proc of running) proc.kill('SIGTERM');
+  await Promise.all(running);
+}
+
+/** Runs the real CLI as a new process (through the state directory's agent, with MQ_HOTPLUG_TEST_AGENT=1). */
 export async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  await ensureAgent(env);
   const r = await execa('node', [CLI, ...args], {
     reject: false,
     env: cliEnv(env),

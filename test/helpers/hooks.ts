@@ -1,5 +1,5 @@
 /** Mocha root hooks: whatever a test made is removed after the run, pass or fail. */
-import { cleanupAll, tempDir } from './env.js';
+import { VIA_AGENT, cleanupAll, stopAgents, tempDir } from './env.js';
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
@@ -9,6 +9,9 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 export const mochaHooks = {
+  async afterEach(): Promise<void> {
+    if (VIA_AGENT) await stopAgents();
+  },
   afterAll(): void {
     cleanupAll();
   },

@@ -23,6 +23,7 @@ import {
   until,
   vmName,
   wipeRuntimeState,
+  stateEntries,
 } from '../helpers/env.js';
 
 const A = vmName('isa');
@@ -171,7 +172,7 @@ describe('QEMU without root: owned taps no other uid can open (real QEMU, real t
 
   it("refuses an unknown --run-as user, a disk or tun device QEMU's user cannot open: one line, exit 2, nothing started or left", async () => {
     const nothingLeft = (what: string) => {
-      expect(fs.readdirSync(stateDir), what).to.deep.equal([]);
+      expect(stateEntries(stateDir), what).to.deep.equal([]);
       expect(fs.readFileSync('/etc/passwd', 'utf8'), what).not.to.include(`mqh-${D}:`);
       expect(fs.existsSync(path.join(configDirOf(stateDir), `${D}.json`)), what).to.equal(false);
     };

@@ -20,6 +20,8 @@ import {
   trackLink,
   trackPid,
   vmName,
+  killMidway,
+  stateEntries,
 } from '../helpers/env.js';
 
 /** VM names of this run (their taps are host-wide): see vmName. */
@@ -49,7 +51,7 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
     bridge = await makeBridge();
   });
   afterEach(async () => {
-    for (const vm of fs.readdirSync(env.MQ_HOTPLUG_STATE_DIR!)) await cli(['stop', vm], env);
+    for (const vm of stateEntries(env.MQ_HOTPLUG_STATE_DIR!)) await cli(['stop', vm], env);
   });
 
   const run = async (args: string[], expectCode = 0) => {
@@ -333,7 +335,7 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
       const r = await run(['start', LV], 2);
       expect(r.stderr).to.match(message);
       expect(r.stderr.trim().split('\n')).to.have.length(1);
-      expect(fs.readdirSync(env.MQ_HOTPLUG_STATE_DIR!)).to.deep.equal([]); // nothing started
+      expect(stateEntries(env.MQ_HOTPLUG_STATE_DIR!)).to.deep.equal([]); // nothing started
       fs.rmSync(defFile, { force: true });
       fs.writeFileSync(defFile, saved, { mode: 0o600 });
     }
@@ -354,8 +356,7 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
       20_000,
       5,
     );
-    proc.kill('SIGKILL');
-    await proc;
+    await killMidway(proc, env); // through an agent, the agent too
     const converged = await json<{ added: string[]; unchanged: string[] }>(['apply', LV, '-f', file]);
     expect([...converged.added, ...converged.unchanged].sort()).to.deep.equal(wanted.map((w) => w.id).sort());
     // it really died midway: some NICs were in, some were not

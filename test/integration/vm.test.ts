@@ -16,6 +16,7 @@ import {
   trackPid,
   until,
   vmName,
+  stateEntries,
 } from '../helpers/env.js';
 
 /** VM names of this run (their taps are host-wide): see vmName. */
@@ -117,7 +118,7 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
       .and.match(new RegExp(`^${B}\\s+\\d+\\s+running\\s+q35`, 'm'));
     expect((await cli(['start', A], env)).stderr).to.match(new RegExp(`VM '${A}' is already running`));
     await Promise.all([cli(['stop', A], env), cli(['stop', B], env)]);
-    expect(fs.readdirSync(stateDir)).to.deep.equal([]);
+    expect(stateEntries(stateDir)).to.deep.equal([]);
   });
 
   it('detects stale state after kill -9 of QEMU; stop cleans it up and says so', async () => {
@@ -141,11 +142,11 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
     expect(r.stderr).to.match(
       /^mq-hotplug: QEMU failed to start: .*'no-such-device' is not a valid device model name\n$/,
     );
-    expect(fs.readdirSync(stateDir)).to.deep.equal([]);
+    expect(stateEntries(stateDir)).to.deep.equal([]);
     const missing = await cli(['start', VM1, '--qemu', '/nonexistent/qemu'], env);
     expect(missing.exitCode).to.equal(1);
     expect(missing.stderr).to.match(/nonexistent\/qemu/);
-    expect(fs.readdirSync(stateDir)).to.deep.equal([]);
+    expect(stateEntries(stateDir)).to.deep.equal([]);
   });
 
   it('refuses bad start options with one line naming the value', async () => {
@@ -160,7 +161,7 @@ describe('VMs with only QMP: start, stop, vms, doctor, qmp (CLI, real QEMU)', ()
       expect(r.stderr.split('\n')[0]).to.match(message);
     }
     expect((await cli(['start', '../evil'], env)).stderr).to.match(/invalid VM name '..\/evil'/);
-    expect(fs.readdirSync(stateDir)).to.deep.equal([]);
+    expect(stateEntries(stateDir)).to.deep.equal([]);
   });
 
   it('qmp sends one command and prints its return; a QMP error exits non-zero', async () => {

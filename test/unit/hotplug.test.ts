@@ -160,7 +160,7 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
         command: 'qom-get',
         args: { path: '/machine/peripheral/nic0', property: 'netdev' },
       });
-      expect(world.published.map((e) => e.event)).to.deep.equal(['DEVICE_ADDED', 'NIC_BRIDGED']);
+      expect(world.published.map((e) => e.event)).to.deep.equal(['DEVICE_ADDED', 'NIC_BRIDGED', 'NIC_ADDED']);
       expect(world.ipLines).to.deep.equal([
         ...tapLines('vm-nic0', 4, `fe${r.mac.slice(2)}`, 1500),
         ['link', 'set', 'dev', 'vm-nic0', 'address', `fe${r.mac.slice(2)}`, 'mtu', '1500', 'master', 'br0', 'up'],
@@ -202,7 +202,12 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
         /^attaching vm-nic0 to br0 failed: RTNETLINK answers: Operation not supported; undone: device nic0 deleted, netdev nd-nic0 deleted, tap vm-nic0 deleted$/,
       );
       expect(err.devicePlugged).to.equal(false);
-      expect(world.published.map((e) => e.event)).to.deep.equal(['DEVICE_ADDED', 'NIC_BRIDGE_FAILED']);
+      expect(world.published.map((e) => e.event)).to.deep.equal([
+        'DEVICE_ADDED',
+        'NIC_BRIDGE_FAILED',
+        'NIC_ADD_FAILED',
+      ]);
+      expect(world.published.at(-1)!.data).to.include({ device: 'nic0', kind: 'HotplugError' });
       expect(world.devices.size + world.netdevs.size + world.links.size).to.equal(1); // only br0
       expect(world.record!.nics).to.deep.equal([]);
       stop();
@@ -284,10 +289,14 @@ describe('hot-plug layer (in-memory ports, no root, no QEMU)', () => {
       expect(r).to.include({ id: 'nic0', netdev: 'nd-nic0', tap: 'vm-nic0' });
       expect(world.changes().slice(2)).to.deep.equal(['device_del', 'netdev_del']);
       expect(world.record!.nics).to.deep.equal([]);
-      expect(world.published.at(-1)).to.deep.include({
-        event: 'NIC_REMOVED',
-        data: { device: 'nic0', netdev: 'nd-nic0', tap: 'vm-nic0', mac: nic.mac, tapGone: true, reason: 'remove' },
+      const removed = world.published.at(-1)!;
+      expect(removed.event).to.equal('NIC_REMOVED');
+      expect(removed.data).to.deep.include({
+        ...{ device: 'nic0', netdev: 'nd-nic0', tap: 'vm-nic0', mac: nic.mac, tapGone: true, reason: 'remove' },
       });
+      expect((removed.data as { ms: number }).ms, 'device_del to the end')
+        .to.be.a('number')
+        .and.at.least(0);
       stop();
     });
 

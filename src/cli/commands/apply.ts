@@ -1,6 +1,7 @@
 /** `apply <vm> -f FILE`: the VM's NICs become exactly the spec's (hotplug/apply.ts, hotplug/vms.ts applyByName). */
 import fs from 'node:fs';
 import { UsageError } from '../../errors.js';
+import { readInput } from '../../util/request.js';
 import { type ApplyResult, applyLive, parseApplySpec } from '../../hotplug/apply.js';
 import { applyByName } from '../../hotplug/vms.js';
 import { type CommandEnv, printJson, seconds, withController } from '../env.js';
@@ -14,7 +15,7 @@ export async function apply(
   const source = o.file === '-' ? 'on stdin' : o.file;
   let text: string;
   try {
-    text = fs.readFileSync(o.file === '-' ? 0 : o.file, 'utf8');
+    text = o.file === '-' ? await readInput() : fs.readFileSync(o.file, 'utf8');
   } catch (e) {
     throw new UsageError(`cannot read spec ${source}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }

@@ -3,6 +3,7 @@
  * stores of the global options) and its exit code, where it returns one, becomes the process's.
  * One module per command beside this file; their unit tests call them with their own environment.
  */
+import { setExitCode } from '../../util/request.js';
 import { type CommandEnv, type GlobalOptions, commandEnv } from '../env.js';
 import { type AddOptions, add as addCommand } from './add.js';
 import { apply as applyCommand } from './apply.js';
@@ -20,7 +21,7 @@ export type { GlobalOptions };
 /** Runs a command in the process's environment; a returned exit code becomes the process's. */
 async function run(g: GlobalOptions, command: (env: CommandEnv) => Promise<number | void>): Promise<void> {
   const code = await command(commandEnv(g));
-  if (typeof code === 'number' && code !== 0) process.exitCode = code;
+  if (typeof code === 'number' && code !== 0) setExitCode(code);
 }
 
 type Opts<T> = T & GlobalOptions;

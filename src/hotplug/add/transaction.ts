@@ -62,12 +62,24 @@ export async function addNic(ctx: HotplugContext, request: AddRequest): Promise<
     // The tap is made before netdev_add, through the batch ip: start it while the preflight's
     // questions are out (its fork blocks this thread for several ms, which would else come after).
     ctx.host.warmUp();
-    const plan = await planning;
-    const preflight = monotonicMs() - started;
-    const result = await executeAdd(ctx, plan, request.waitGuestMs);
-    result.timings.preflight = preflight;
-    result.timings.total += preflight;
-    return result;
+    let plan: AddPlan | undefined;
+    try {
+      plan = await planning;
+      const preflight = monotonicMs() - started;
+      const result = await executeAdd(ctx, plan, request.waitGuestMs);
+      result.timings.preflight = preflight;
+      result.timings.total += preflight;
+      ctx.publish('NIC_ADDED', { device: result.id, tap: result.tap, bridge: result.bridge, ms: result.timings.total });
+      return result;
+    } catch (e) {
+      // an add its checks refused changed nothing and is the caller's error, not a failure to count
+      if (plan) {
+        const error = e instanceof Error ? e : new Error(String(e));
+        const ms = monotonicMs() - started;
+        ctx.publish('NIC_ADD_FAILED', { device: plan.id, kind: error.name, error: error.message, ms });
+      }
+      throw e;
+    }
   });
 }
 
