@@ -1,6 +1,7 @@
 /**
- * The agent's control socket: `<state dir>/agent.sock`, a unix socket, 0600 in the 0700 state
- * directory (root only). One connection per command, one JSON object per line:
+ * The agent's control socket: `<state dir>/agent.sock`, a unix socket owned by root, 0600 (a
+ * connect needs write permission on it: root only; the state directory is root's, 0711, and lists
+ * to no one). One connection per command, one JSON object per line:
  *
  *   agent  > {"hello":"mq-hotplug-agent","version":"0.1.0","protocol":1,"pid":4242,"settings":{}}
  *   client > {"run":["add","vm1","--queues","8"],"cwd":"/root","env":{...},"version":"0.1.0"}

@@ -51,7 +51,8 @@ export async function watch(vm: string, o: WatchOptions, g: GlobalOptions): Prom
     wake();
   };
   let wake = () => {};
-  const woken = () => new Promise<void>((r) => (wake = r));
+  // a signal that came while the watcher was being opened ends the watch at once
+  const woken = () => (stopping ? Promise.resolve() : new Promise<void>((r) => (wake = r)));
   if (client) client.signal.addEventListener('abort', onSignal, { once: true });
   else {
     process.once('SIGINT', onSignal);
