@@ -288,7 +288,8 @@ async function changeInPlace(ctx: HotplugContext, id: string, w: NicWanted): Pro
   const updated: NicRecord = withoutUndefined({
     ...nic,
     rate: rate ? Number(rate) : undefined,
-    ifb: !rate ? undefined : nic.rate ? nic.ifb : freeLinkName('mqi', ctx.host.linkExists),
+    // the ifb shapes a Linux bridge's NIC only; OVS meters it (network/ovs-bridge.ts)
+    ifb: !rate || nic.bridgeKind === 'ovs' ? undefined : nic.rate ? nic.ifb : freeLinkName('mqi', ctx.host.linkExists),
     vlan: vlan === undefined ? undefined : Number(vlan),
     trunks: trunks === undefined ? undefined : checkTrunks(trunks),
   });

@@ -178,6 +178,11 @@ describe('Open vSwitch bridges and VLANs (real OVS, userspace datapath; real QEM
     expect((await port(tap))!.ofport).to.be.above(0);
     expect((await vm.listNics())[0]!.drift).to.deep.equal([]);
     await vm.close();
+    // a rate given in place: a QoS and a meter on OVS, and no ifb in the record (that is the Linux bridge's)
+    const rated = await cli(['apply', VM, '-f', spec({ vlan: 7, rate: 10 }), '--json'], env);
+    expect(rated.exitCode, rated.stderr).to.equal(0);
+    expect(JSON.parse(rated.stdout)).to.deep.include({ updated: ['net0'], replaced: [] });
+    expect(store.read(VM)!.nics[0]).to.deep.include({ rate: 10 }).and.not.have.property('ifb');
   });
 
   it('--rate on OVS: a linux-htb QoS on the port and a meter on what the tap sends; drift seen and put right; a dead VM leaves neither', async () => {
