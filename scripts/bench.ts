@@ -34,6 +34,9 @@ const SEA = path.join(ROOT, 'build/sea/mq-hotplug');
 const samples: Record<string, number[]> = {};
 const record = (name: string, ms: number) => (samples[name] ??= []).push(ms);
 const quick = process.env.BENCH_QUICK === '1';
+/** BENCH_ONLY=start,cli: only those figures (by the names in the run's progress lines' first word). */
+const only = process.env.BENCH_ONLY?.split(',');
+const wanted = (figure: string) => !only || only.includes(figure);
 const ROUNDS = {
   k1: quick ? 5 : 20,
   k8: quick ? 2 : 5,
@@ -459,8 +462,9 @@ function report(): void {
     );
   }
   const beyondNode = (name: string) => stats(samples[name]!).median - stats(samples['node -e 0']!).median;
-  const rawAdd = stats(samples['baseline (CLI rounds)']!).median;
-  console.log(`\nCLI start-up beyond 'node -e 0': ${beyondNode('cli --version').toFixed(1)} ms (median difference)`);
+  const rawAdd = samples['baseline (CLI rounds)'] ? stats(samples['baseline (CLI rounds)']).median : NaN;
+  if (samples['cli --version'])
+    console.log(`\nCLI start-up beyond 'node -e 0': ${beyondNode('cli --version').toFixed(1)} ms (median difference)`);
   for (const [name, label] of [
     ['cli add (new process per NIC)', 'CLI add'],
     ['sea add (new process per NIC)', 'single executable add'],
@@ -507,20 +511,8 @@ function report(): void {
   console.log("step rows use the baseline's per-NIC K=8 median as reference (a share of one whole baseline add).");
 }
 
-try {
-  const bridge = await makeBridge();
-  console.log(`bench: QEMU ${QEMU}, pc, no guest (except remove); ${quick ? 'quick' : 'full'} run`);
-  const progress = (what: string) => console.error(`bench: ${what} ...`);
-  progress('per NIC, K=1');
-  await perNic(1, ROUNDS.k1, bridge);
-  progress('per NIC, K=8');
-  await perNic(8, ROUNDS.k8, bridge);
-  progress('per NIC, K=28');
-  await perNic(28, ROUNDS.k28, bridge);
-  progress('OVS bridge vs Linux bridge');
-  await ovsFigure(bridge, ROUNDS.ovs);
-  progress('apply of 28 NICs');
-  await applyFigure(bridge);
+/** The CLI figures, with libvirt's virsh beside them where it can be set up (BENCH_LIBVIRT=0: not). */
+async function cliRounds(bridge: string): Promise<void> {
   let libvirt: Libvirt | undefined;
   if (process.env.BENCH_LIBVIRT !== '0') {
     const setup = await setupLibvirt(tempDir('libvirt'), bridge, `${PREFIX}lv`);
@@ -528,19 +520,33 @@ try {
     else libvirt = setup;
   }
   try {
-    progress('CLI per process');
     await cliFigures(bridge, libvirt);
   } finally {
     await libvirt?.teardown();
   }
-  progress('start of a defined VM');
-  await startFigure(bridge, 28);
-  progress('host agent: memory, drift');
-  await agentFigures(bridge);
-  progress('4 VMs in parallel');
-  await parallel(bridge);
-  progress('remove with a guest');
-  await removeWithGuest(bridge);
+}
+
+try {
+  const bridge = await makeBridge();
+  console.log(`bench: QEMU ${QEMU}, pc, no guest (except remove); ${quick ? 'quick' : 'full'} run`);
+  const progress = (what: string) => console.error(`bench: ${what} ...`);
+  const figures: [name: string, what: string, run: () => Promise<void>][] = [
+    ['k1', 'per NIC, K=1', () => perNic(1, ROUNDS.k1, bridge)],
+    ['k8', 'per NIC, K=8', () => perNic(8, ROUNDS.k8, bridge)],
+    ['k28', 'per NIC, K=28', () => perNic(28, ROUNDS.k28, bridge)],
+    ['ovs', 'OVS bridge vs Linux bridge', () => ovsFigure(bridge, ROUNDS.ovs)],
+    ['apply', 'apply of 28 NICs', () => applyFigure(bridge)],
+    ['cli', 'CLI per process', () => cliRounds(bridge)],
+    ['start', 'start of a defined VM', () => startFigure(bridge, 28)],
+    ['agent', 'host agent: memory, drift', () => agentFigures(bridge)],
+    ['parallel', '4 VMs in parallel', () => parallel(bridge)],
+    ['remove', 'remove with a guest', () => removeWithGuest(bridge)],
+  ];
+  for (const [name, what, runFigure] of figures) {
+    if (!wanted(name)) continue;
+    progress(what);
+    await runFigure();
+  }
   report();
   fs.writeFileSync('bench-results.json', JSON.stringify({ date: new Date().toISOString(), samples }, null, 1));
   console.log('raw samples: bench-results.json');

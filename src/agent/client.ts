@@ -8,14 +8,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { VERSION } from '../version.js';
 import { writeErr, writeOut } from '../util/write.js';
-import { type AgentMessage, CLIENT_ENV, type Hello, PROTOCOL, agentSocket, jsonLines, settingsOf } from './protocol.js';
+import {
+  type AgentMessage,
+  CLIENT_ENV,
+  type Hello,
+  PROTOCOL,
+  agentSocket,
+  jsonLines,
+  readCommandLine,
+  settingsOf,
+} from './protocol.js';
 
-/** Program options that take a value: what comes after them is not the command. */
-const GLOBAL_WITH_VALUE = new Set(['--state-dir', '--config-dir', '--qmp', '--events-qmp']);
 /** Commands this process runs itself: what only prints what this CLI is. */
 const HERE = new Set(['completion', 'help', '__warm', '__complete']);
-/** `agent`'s options that take a value: `agent VM` goes to the agent (a watch there), `agent` alone is one. */
-const AGENT_WITH_VALUE = new Set(['--check-interval', '--on', '--exec', '--metrics']);
 const HELLO_TIMEOUT_MS = 5000;
 
 /**
@@ -25,26 +30,10 @@ const HELLO_TIMEOUT_MS = 5000;
  */
 export function agentFor(argv: string[], env: NodeJS.ProcessEnv): string | undefined {
   if (env.MQ_HOTPLUG_NO_AGENT === '1') return undefined;
-  let stateDir = env.MQ_HOTPLUG_STATE_DIR ?? '/run/mq-hotplug';
-  let command: string | undefined;
-  let operand: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--') break;
-    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
-    const flag = eq > 0 ? arg.slice(0, eq) : arg;
-    if (GLOBAL_WITH_VALUE.has(flag)) {
-      const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
-      if (flag === '--state-dir' && value !== undefined) stateDir = value;
-    } else if (flag === '--trace') return undefined;
-    else if (command === undefined && !arg.startsWith('-')) command = arg;
-    else if (command === undefined)
-      return undefined; // an option before any command: --help, --version
-    else if (AGENT_WITH_VALUE.has(flag) && eq < 0) i++;
-    else if (!arg.startsWith('-')) operand ??= arg;
-  }
-  if (command === undefined || HERE.has(command) || (command === 'agent' && operand === undefined)) return undefined;
-  const socket = agentSocket(path.resolve(stateDir));
+  const { command, operand, stateDir, ownProcess } = readCommandLine(argv);
+  if (ownProcess || command === undefined || HERE.has(command) || (command === 'agent' && operand === undefined))
+    return undefined;
+  const socket = agentSocket(path.resolve(stateDir ?? env.MQ_HOTPLUG_STATE_DIR ?? '/run/mq-hotplug'));
   return fs.existsSync(socket) ? socket : undefined;
 }
 

@@ -18,6 +18,7 @@ import {
   type RunRequest,
   agentSocket,
   jsonLines,
+  readCommandLine,
   settingsOf,
 } from './protocol.js';
 
@@ -86,11 +87,12 @@ async function serve(
   const send = (m: object) => {
     if (!conn.destroyed) conn.write(`${JSON.stringify(m)}\n`);
   };
-  let input: ((text: string) => void) | undefined;
+  let input: { resolve: (text: string) => void; reject: (e: Error) => void } | undefined;
   const request = await new Promise<RunRequest | undefined>((resolve) => {
     conn.on('error', () => {});
     conn.on('close', () => {
       abort.abort();
+      input?.reject(new Error('the client went away before it sent its standard input'));
       resolve(undefined);
     });
     conn.on(
@@ -98,7 +100,7 @@ async function serve(
       jsonLines<ClientMessage>(
         (m) => {
           if ('run' in m) resolve(m);
-          else if ('input' in m) input?.(m.input);
+          else if ('input' in m) input?.resolve(m.input);
           else if ('signal' in m) abort.abort();
         },
         () => conn.destroy(),
@@ -115,8 +117,9 @@ async function serve(
     out: (text) => send({ out: text }),
     err: (text) => send({ err: text }),
     readInput: () =>
-      new Promise((resolve) => {
-        input = resolve;
+      new Promise((resolve, reject) => {
+        if (conn.destroyed) return reject(new Error('the client went away before it sent its standard input'));
+        input = { resolve, reject };
         send({ input: true });
       }),
     signal: abort.signal,
@@ -132,12 +135,8 @@ async function serve(
   conn.end();
 }
 
-/** The command's name, for the metrics: the first word that is not an option or a global option's value. */
+/** The command's name, for the metrics. */
 function commandOf(argv: string[]): string {
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (/^--(state-dir|config-dir|qmp|events-qmp)$/.test(a)) i++;
-    else if (!a.startsWith('-')) return /^[a-z_]+$/.test(a) ? a : 'unknown';
-  }
-  return 'none';
+  const { command } = readCommandLine(argv);
+  return command === undefined ? 'none' : /^[a-z_]+$/.test(command) ? command : 'unknown';
 }

@@ -87,3 +87,38 @@ export function jsonLines<T>(onMessage: (m: T) => void, onBad: () => void): (chu
     }
   };
 }
+
+/** Program options that take a value: what comes after them is not the command. */
+const GLOBAL_WITH_VALUE = new Set(['--state-dir', '--config-dir', '--qmp', '--events-qmp']);
+/** `agent`'s options that take a value (`agent VM`'s operand is the VM). */
+const AGENT_WITH_VALUE = new Set(['--check-interval', '--on', '--exec', '--metrics']);
+
+/** What a command line names, read without the program (the client must not load it). */
+export interface CommandLine {
+  command?: string;
+  /** its first operand (`agent VM`: the VM) */
+  operand?: string;
+  stateDir?: string;
+  /** --trace, or an option before any command (--help, --version): the CLI runs it itself */
+  ownProcess: boolean;
+}
+
+export function readCommandLine(argv: string[]): CommandLine {
+  const line: CommandLine = { ownProcess: false };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') break;
+    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
+    const flag = eq > 0 ? arg.slice(0, eq) : arg;
+    if (GLOBAL_WITH_VALUE.has(flag)) {
+      const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+      if (flag === '--state-dir' && value !== undefined) line.stateDir = value;
+    } else if (flag === '--trace' || (line.command === undefined && arg.startsWith('-'))) {
+      line.ownProcess = true;
+      break;
+    } else if (line.command === undefined) line.command = arg;
+    else if (AGENT_WITH_VALUE.has(flag) && eq < 0) i++;
+    else if (!arg.startsWith('-')) line.operand ??= arg;
+  }
+  return line;
+}

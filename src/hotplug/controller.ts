@@ -69,6 +69,8 @@ let processHost: LinuxHost | undefined;
 export function shareHost(host: LinuxHost | undefined): void {
   processHost = host;
 }
+/** The host's ports this process shares, where it does (the agent). */
+export const sharedHost = (): LinuxHost | undefined => processHost;
 
 export class Controller {
   /** QEMU's events and the controller's own, hot and shared. */

@@ -11,6 +11,7 @@ import { QmpBusyError, QmpError } from '../qmp/errors.js';
 import { resolveAccel } from './accel.js';
 import { type QemuVersion, capabilitiesOf } from './capabilities.js';
 import type { StartRequest } from './definition.js';
+import type { NicRecord } from '../model/nic.js';
 import { type VmSpec, qemuArgv } from './spec.js';
 import { STATE_VERSION, StateError, StateStore, type VmRecord, pidAlive, qemuAlive } from './state.js';
 import { DefinitionStore } from './definition.js';
@@ -21,12 +22,16 @@ import { TUN_DEVICE, readTap, tapIsOurs, tapMark, tapsMarked } from '../host/tap
 import { type Access, whyCannotOpen } from '../host/users.js';
 import { checkVmName } from '../host/validate.js';
 import { MqHotplugError, UsageError } from '../errors.js';
+import { startDetached } from '../host/exec.js';
 
 import { monotonicMs, pollUntil, within } from '../util/time.js';
 
 export class StartError extends MqHotplugError {
   override name = 'StartError';
 }
+
+/** QEMU itself did not come up (it exited, or its monitor never answered): its log says why. */
+export class QemuStartError extends StartError {}
 
 export type { StartRequest };
 
@@ -38,12 +43,28 @@ export interface StartOptions {
   tunDevice?: string;
   /** Where definitions live: a start that fails deletes a user it made only for a VM without one. */
   definitions?: DefinitionStore;
+  /**
+   * NICs for QEMU's command line, made on the host for QEMU's user once it is known and before
+   * QEMU is spawned (boot.ts); their `undo` runs where QEMU then fails to start.
+   */
+  nics?: (user: QemuUser) => Promise<LaunchNics>;
+}
+
+/** NICs on the command line of a starting QEMU. */
+export interface LaunchNics {
+  argv: string[];
+  /** What the record starts with: QEMU runs only with all of them. */
+  records: NicRecord[];
+  /** Run once QEMU is spawned, beside its start-up (their taps set up on their bridges); the start waits for it. */
+  whileStarting(): Promise<void>;
+  /** Takes back what was made for them on the host. */
+  undo(): Promise<void>;
 }
 
 export async function startVm(
   store: StateStore,
   request: StartRequest,
-  { paused = false, readyTimeoutMs = 30_000, tunDevice = TUN_DEVICE, definitions }: StartOptions = {},
+  { paused = false, readyTimeoutMs = 30_000, tunDevice = TUN_DEVICE, definitions, nics }: StartOptions = {},
 ): Promise<VmRecord> {
   checkVmName(request.name);
   store.prepareRoot(); // a refused state directory is the first thing said
@@ -61,7 +82,13 @@ export async function startVm(
   const { user, madeNow } = await resolveQemuUser(spec.name, spec.runAs, kvmGroups(accel));
   try {
     checkQemuCanOpen(user, spec, store.root, tunDevice);
-    return await launch(store, spec, user, reason, { paused, readyTimeoutMs });
+    const made = await nics?.(user);
+    try {
+      return await launch(store, spec, user, reason, { paused, readyTimeoutMs, nics: made });
+    } catch (e) {
+      await made?.undo();
+      throw e;
+    }
   } catch (e) {
     // a user made for this start goes with it, unless the VM is defined (its definition keeps it)
     if (madeNow && !(definitions ?? new DefinitionStore()).read(spec.name)) await deleteVmUser(spec.name, user.name);
@@ -74,10 +101,10 @@ async function launch(
   spec: VmSpec,
   user: QemuUser,
   accelReason: string,
-  { paused, readyTimeoutMs }: { paused: boolean; readyTimeoutMs: number },
+  { paused, readyTimeoutMs, nics }: { paused: boolean; readyTimeoutMs: number; nics?: LaunchNics },
 ): Promise<VmRecord> {
   const paths = store.createVmDir(spec.name, user);
-  const argv = [spec.qemu, ...qemuArgv(spec, paths), ...(paused ? ['-S'] : [])];
+  const argv = [spec.qemu, ...qemuArgv(spec, paths), ...(nics?.argv ?? []), ...(paused ? ['-S'] : [])];
   const command = runAsArgv(user, argv);
 
   const logFd = fs.openSync(
@@ -85,19 +112,10 @@ async function launch(
     fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW,
     0o600,
   );
-  const { execa } = await loadExeca();
   const oldMask = process.umask(0o077); // QEMU creates its sockets 0600
   let child;
   try {
-    child = execa(command[0]!, command.slice(1), {
-      detached: true,
-      cleanup: false,
-      reject: false,
-      stdin: 'ignore',
-      // A file descriptor, documented and supported at run time; execa's typings lack the plain number.
-      stdout: logFd as unknown as 'ignore',
-      stderr: logFd as unknown as 'ignore',
-    });
+    child = startDetached(command, logFd);
   } finally {
     process.umask(oldMask);
     fs.closeSync(logFd);
@@ -106,11 +124,12 @@ async function launch(
     child.on('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exit code ${code}`));
     child.on('error', (e) => resolve(e.message));
   });
-  child.catch(() => {});
 
   try {
-    if (child.pid === undefined) throw new StartError(`cannot run '${command[0]}': ${await exited}`);
-    const version = await waitForMonitor(paths.qmp, exited, readyTimeoutMs);
+    if (child.pid === undefined) throw new QemuStartError(`cannot run '${command[0]}': ${await exited}`);
+    const ready = waitForMonitor(paths.qmp, exited, readyTimeoutMs);
+    ready.catch(() => {}); // where the NICs' work fails first, QEMU is killed below and this fails too
+    const [version] = await Promise.all([ready, nics?.whileStarting()]);
     for (const sock of [paths.qmp, paths.eventsQmp]) fs.chmodSync(sock, 0o600);
     if (spec.serial) linkSerial(spec.serial, paths.serialSocket);
     const record: VmRecord = {
@@ -124,7 +143,7 @@ async function launch(
       qemuVersion: capabilitiesOf(version).version,
       user,
       ...paths,
-      nics: [],
+      nics: nics?.records ?? [],
     };
     store.write(record);
     child.unref();
@@ -134,13 +153,13 @@ async function launch(
     const log = readTail(paths.log);
     store.remove(spec.name);
     if (spec.serial) removeSerialLink(spec.serial);
-    if (e instanceof StartError && log) throw new StartError(`QEMU failed to start: ${log}`);
+    if (e instanceof QemuStartError && log) throw new QemuStartError(`QEMU failed to start: ${log}`);
     throw e;
   }
 }
 
 /**
- * execa, loaded where a QEMU is started or asked its version: this module is reached by every
+ * execa, loaded where a QEMU is asked its version or a hook runs: this module is reached by every
  * command (through boot.ts), and execa's module tree cost an add ~15 ms of its start (bench).
  */
 export const loadExeca = () => import('execa');
@@ -215,7 +234,7 @@ async function waitForMonitor(socketPath: string, exited: Promise<string>, timeo
   let gone: string | undefined;
   exited.then((why) => (gone = why));
   while (monotonicMs() < deadline) {
-    if (gone !== undefined) throw new StartError(`QEMU exited during start-up (${gone})`);
+    if (gone !== undefined) throw new QemuStartError(`QEMU exited during start-up (${gone})`);
     if (fs.existsSync(socketPath)) {
       try {
         const qmp = await QmpClient.connect(socketPath, { greetingTimeoutMs: deadline - monotonicMs() });
@@ -229,7 +248,7 @@ async function waitForMonitor(socketPath: string, exited: Promise<string>, timeo
     }
     await new Promise((r) => setTimeout(r, 5));
   }
-  throw new StartError(`QMP at ${socketPath} was not ready within ${timeoutMs} ms`);
+  throw new QemuStartError(`QMP at ${socketPath} was not ready within ${timeoutMs} ms`);
 }
 
 function readTail(file: string, maxLines = 20): string {

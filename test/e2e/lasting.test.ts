@@ -14,6 +14,7 @@ import {
   cli,
   expectUnprivileged,
   makeBridge,
+  linkExists,
   tapQueues,
   tapsOf,
   tempDir,
@@ -91,6 +92,11 @@ describe('lasting NICs seen from a real guest (TCG)', function () {
         [a.id, bridge, true, null, []],
         [b.id, bridge, true, 100, []],
       ]);
+      // the NIC that came back on QEMU's command line unplugs as a hot-plugged one does
+      const removed = await cli(['remove', g.options.name, a.id], g.env);
+      expect(removed.exitCode, removed.stderr).to.equal(0);
+      await g.waitFor(() => g.gone.includes(a.mac), `${a.id} gone from the guest`);
+      expect(linkExists(a.tap)).to.equal(false);
     });
   }
 

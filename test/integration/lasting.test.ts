@@ -22,6 +22,7 @@ import {
   vmName,
   killMidway,
   stateEntries,
+  linkExists,
 } from '../helpers/env.js';
 
 /** VM names of this run (their taps are host-wide): see vmName. */
@@ -77,6 +78,13 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
       }
     return where;
   };
+  /** The ids of the NICs on the VM's QEMU command line (its record keeps the argv it ran). */
+  const commandLineNics = (vm: string) => {
+    const record = JSON.parse(fs.readFileSync(path.join(env.MQ_HOTPLUG_STATE_DIR!, vm, 'vm.json'), 'utf8')) as VmRecord;
+    return record.argv.flatMap((arg, i) =>
+      record.argv[i - 1] === '-device' && arg.startsWith('virtio-net-pci,') ? [/,id=([^,]+)/.exec(arg)![1]!] : [],
+    );
+  };
   const start = (vm: string, machine: 'pc' | 'q35', more: string[] = []) =>
     run([
       'start',
@@ -129,6 +137,8 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
         const now = await slots(LV);
         for (const id of [a.id, 'fast']) expect(now[id], `${when}: ${id}'s slot`).to.equal(beforeSlots[id]);
         expect(JSON.parse((await run(['qmp', LV, 'query-status'])).stdout)).to.deep.include({ running: true });
+        // the NIC with its slot went on QEMU's command line; the one with a rate (its ifb) was plugged
+        expect(commandLineNics(LV), when).to.deep.equal([a.id]);
       };
 
       await run(['stop', LV]);
@@ -149,6 +159,31 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
       await check('after a host reboot');
     });
   }
+
+  it('start: a saved slot that a --qemu-arg device takes is refused naming the NIC; a saved tap name taken: not started; nothing left either way', async () => {
+    await start(LV, 'pc');
+    const a = await json<{ id: string; tap: string; addr: string }>(['add', LV, '--queues', '4']);
+    trackLink(a.tap);
+    await run(['stop', LV]);
+    const refused = async (args: string[], says: string) => {
+      const r = await run(['start', LV, ...args], 1);
+      expect(r.stderr.trim().split('\n'), r.stderr).to.have.length(1);
+      expect(r.stderr).to.include(`saved NIC '${a.id}' could not be plugged`).and.include(says);
+      expect(stateEntries(env.MQ_HOTPLUG_STATE_DIR!), 'no VM left running').to.deep.equal([]);
+    };
+    // QEMU refuses the command line: the start is made again the hot-plug way, whose error says why
+    await refused(['--qemu-arg=-device', `--qemu-arg=virtio-rng-pci,addr=${a.addr}`], `slot pci.0 addr ${a.addr}`);
+    expect(linkExists(a.tap), 'its tap taken back').to.equal(false);
+    const other = trackLink(a.tap);
+    await execa('ip', ['link', 'add', other, 'type', 'bridge']);
+    await refused([], `tap name '${a.tap}' is already taken`);
+    expect(linkExists(other), 'what was there is not touched').to.equal(true);
+    await execa('ip', ['link', 'del', other]);
+    // the refused starts changed nothing: the NIC comes back on the command line at its slot
+    await run(['start', LV]);
+    expect(commandLineNics(LV)).to.deep.equal([a.id]);
+    expect((await nics(LV)).map((n) => [n.id, n.tap, n.drift])).to.deep.equal([[a.id, a.tap, []]]);
+  });
 
   it('start OPTIONS changes a stopped VM saved spec and keeps its NICs; a running VM is refused; undefine', async () => {
     await start(LV, 'pc', ['--cpus', '2']);
@@ -341,6 +376,35 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
     }
     const mode = fs.statSync(config).mode & 0o777;
     expect([mode, fs.statSync(defFile).mode & 0o777]).to.deep.equal([0o700, 0o600]);
+  });
+
+  it('start killed after the taps of its saved NICs were made, before QEMU answered: the next start deletes them and brings the NICs back', async () => {
+    await start(LV, 'pc');
+    const a = await json<{ id: string; tap: string }>(['add', LV, '--queues', '2']);
+    trackLink(a.tap);
+    await run(['stop', LV]);
+    // a QEMU that never opens its monitor, run as the VM's user: it says its pid where that user can write
+    const dir = tempDir('hung-qemu');
+    fs.chmodSync(dir, 0o777);
+    const hung = path.join(dir, 'qemu');
+    fs.writeFileSync(hung, `#!/bin/sh\necho $$ > ${dir}/pid\nexec sleep 60\n`, { mode: 0o755 });
+    const proc = execa(process.execPath, [CLI, 'start', LV, '--qemu', hung], { env, reject: false });
+    trackPid(proc.pid!);
+    const pid = await pollUntil(
+      () => fs.existsSync(`${dir}/pid`) && Number(fs.readFileSync(`${dir}/pid`, 'utf8')),
+      20_000,
+      5,
+    );
+    trackPid(pid!);
+    expect(linkExists(a.tap), 'its tap made before QEMU was spawned').to.equal(true);
+    await killMidway(proc, env); // through an agent, the agent too
+    process.kill(pid!, 'SIGKILL');
+    // the tap is left (marked as the VM's), with no record of QEMU: the next start takes it and starts
+    expect(linkExists(a.tap)).to.equal(true);
+    await run(['start', LV]);
+    expect(commandLineNics(LV)).to.deep.equal([a.id]);
+    expect((await nics(LV)).map((n) => [n.id, n.tap, n.linkUp, n.drift])).to.deep.equal([[a.id, a.tap, true, []]]);
+    expect(definition(LV).spec.qemu, 'the killed start changed no saved spec').to.not.equal(hung);
   });
 
   it('mq-hotplug killed in the middle of an apply: the next apply converges, and the definition matches the VM', async () => {

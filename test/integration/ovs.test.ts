@@ -252,6 +252,9 @@ describe('Open vSwitch bridges and VLANs (real OVS, userspace datapath; real QEM
     expect(back).to.deep.include({ tag: '12', error: '[]' });
     expect(back.ofport, 'the stale port was replaced, not left dead').to.be.above(0);
     expect(back.external_ids['iface-id']).to.equal(nic.ifaceId);
+    expect(store.read(VM)!.argv, "the saved NIC on QEMU's command line").to.include(
+      `virtio-net-pci,id=${nic.id},netdev=${nic.netdev},mac=${nic.mac},mq=on,vectors=6,bus=${nic.bus},addr=${nic.addr}`,
+    );
 
     // a dead QEMU, cleaned up by stop
     const again = store.read(VM)!;

@@ -32,3 +32,20 @@ export function deviceAddCommand(
   if (guestMtu !== undefined) args.host_mtu = guestMtu;
   return { execute: 'device_add', arguments: args };
 }
+
+/**
+ * The same NIC on QEMU's command line (a VM started with its saved NICs, as libvirt starts one):
+ * `-netdev` and `-device` options from the very commands above, so both ways plug the same NIC.
+ */
+export function commandLineOf(commands: readonly [netdevAdd: QmpCommand, deviceAdd: QmpCommand]): string[] {
+  const [{ arguments: netdev }, { arguments: device }] = commands;
+  const { type, ...netdevRest } = netdev;
+  const { driver, ...deviceRest } = device;
+  return ['-netdev', optionString(String(type), netdevRest), '-device', optionString(String(driver), deviceRest)];
+}
+
+/** QEMU's key=value option syntax: booleans on/off, a comma in a value doubled. */
+function optionString(first: string, props: Record<string, unknown>): string {
+  const value = (v: unknown) => (typeof v === 'boolean' ? (v ? 'on' : 'off') : String(v).replaceAll(',', ',,'));
+  return [first, ...Object.entries(props).map(([k, v]) => `${k}=${value(v)}`)].join(',');
+}
