@@ -228,6 +228,7 @@ async function startAgent(env: NodeJS.ProcessEnv, vm?: string) {
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   await until(() => said.includes(vm ? `watching ${vm}` : 'agent: serving'), 'the agent up', 20_000);
   return {
+    pid: child.pid!,
     said: () => said,
     /** VmRSS, kB */
     rss: () => Number(/^VmRSS:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1]),
@@ -236,6 +237,17 @@ async function startAgent(env: NodeJS.ProcessEnv, vm?: string) {
       await exited;
     },
   };
+}
+
+/** The share of one core a process used over `ms` (utime + stime from /proc, in clock ticks of 10 ms). */
+async function cpuShare(pid: number, ms: number): Promise<number> {
+  const ticks = () => {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+  };
+  const [t0, c0] = [performance.now(), ticks()];
+  await new Promise((r) => setTimeout(r, ms));
+  return ((ticks() - c0) * 10 * 100) / (performance.now() - t0);
 }
 
 /** Median RSS over samples 250 ms apart, once the agent has settled (GC, its first checks). */
@@ -271,6 +283,9 @@ async function agentFigures(bridge: string): Promise<void> {
   const agent = await startAgent(env);
   await until(() => vms.every((vm) => agent.said().includes(`agent: watching ${vm} `)), 'every VM followed', 60_000);
   record(`host agent, ${fleet} VMs (MB)`, await settledRss(agent.rss));
+  // its CPU while nothing changes: the scans, event-log tails, link monitor, and each VM's check every 5 s (the default)
+  const idle = await cpuShare(agent.pid, quick ? 5000 : 20_000);
+  record(`host agent idle CPU, ${fleet} VMs (% of a core)`, idle);
   for (let round = 0; round < (quick ? 10 : 40); round++) {
     const vm = vms[(round * 7) % vms.length]!;
     const tap = agentStore.read(vm)!.nics[0]!.tap;
@@ -496,6 +511,8 @@ function report(): void {
       `${fleetMb.replace(' (MB)', '')}: ${many.toFixed(1)} MB; today's agent, one VM: ${one.toFixed(1)} MB; ratio ${(many / one).toFixed(2)}x (target 1.5x)`,
     );
   }
+  const cpu = Object.keys(samples).find((k) => k.startsWith('host agent idle CPU'));
+  if (cpu) console.log(`${cpu.replace(' (% of a core)', '')}: ${stats(samples[cpu]!).median.toFixed(2)}% of one core`);
   const drift = Object.keys(samples).find((k) => k.startsWith('drift repaired'));
   if (drift) {
     const d = stats(samples[drift]!);

@@ -117,6 +117,10 @@ export class HostAgent implements Watchers {
     return this.o.reconcile;
   }
 
+  get roots(): { state: string; config: string } {
+    return { state: this.store.root, config: this.definitions.root };
+  }
+
   /** The VM's watcher (for a `watch` run here), opened now where it runs and none is open. */
   borrow(name: string): Promise<WatchedVm> {
     return this.follow(name).opening;

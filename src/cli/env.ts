@@ -3,12 +3,15 @@
  * commands write only through `output` and open VMs only through `stores`, so a unit test gives
  * them its own (test/unit/cli.test.ts) with no root and no QEMU.
  */
+import path from 'node:path';
 import { checkInt, checkVmName } from '../host/validate.js';
 import { Controller } from '../hotplug/controller.js';
 import type { Stores } from '../hotplug/vms.js';
 import { DefinitionStore } from '../qemu/definition.js';
 import { StateStore } from '../qemu/state.js';
+import { requester } from '../util/request.js';
 import { writeErr, writeOut } from '../util/write.js';
+import { watchers } from '../hotplug/watched-vm.js';
 
 export interface GlobalOptions {
   stateDir: string;
@@ -58,7 +61,12 @@ export function openController(vm: string, env: CommandEnv, { readOnly = false }
   return Controller.open({ ...where, readOnly });
 }
 
-/** Lock first, then connect: the control monitor serves one client, and the lock queues them. */
+/**
+ * Lock first, then connect: the control monitor serves one client, and the lock queues them. Run
+ * by the host agent for a client, the command takes the agent's controller of the VM instead: its
+ * events monitor, open and negotiated already (QMP takes commands on any monitor), so the client
+ * pays no connect and greeting, and the control monitor stays free for a CLI that runs alone.
+ */
 export async function withController<T>(
   vm: string,
   env: CommandEnv,
@@ -75,5 +83,24 @@ export async function withController<T>(
   };
   if (env.global.qmp) return run();
   checkVmName(vm);
-  return env.store.withLock(vm, run);
+  // outside the lock: a watcher opened now takes it for its recovery, and its timers must not hold it
+  const lent = await agentController(vm, env);
+  return env.store.withLock(vm, lent ? () => fn(lent) : run);
+}
+
+/** The host agent's controller of the VM, where this runs in the agent for its own directories. */
+async function agentController(vm: string, env: CommandEnv): Promise<Controller | undefined> {
+  const agent = requester() ? watchers() : undefined;
+  if (!agent) return undefined;
+  const { state, config } = agent.roots;
+  if (
+    path.resolve(state) !== path.resolve(env.store.root) ||
+    path.resolve(config) !== path.resolve(env.definitions.root)
+  )
+    return undefined;
+  // not watched and not to be (not running, its events monitor held): the command opens its own and says why
+  return agent.borrow(vm).then(
+    (w) => w.controller,
+    () => undefined,
+  );
 }

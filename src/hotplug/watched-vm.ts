@@ -93,6 +93,8 @@ export async function cleanUpAfter(
 export interface Watchers {
   /** Whether its watchers reconcile (agent --no-reconcile: they do not, and a `watch --reconcile` does). */
   readonly reconciles: boolean;
+  /** The state and config directories of its VMs: a command for others opens its own controller. */
+  readonly roots: { state: string; config: string };
   /** The VM's watcher, opened now where the VM runs and none is open; throws as Controller.open does. */
   borrow(name: string): Promise<WatchedVm>;
 }

@@ -156,6 +156,18 @@ describe('the host agent: every VM, the CLI through it, metrics (real QEMU)', fu
     );
     expect(shown).to.be.at.most(sent);
     expect(text).to.match(/^process_resident_memory_bytes \d+/m);
+    // the agent runs a client's commands on its own, open events monitor: a control monitor that
+    // another client holds (it got QEMU's greeting: it is the one QEMU serves) stops none of them
+    const holder = net.createConnection(new StateStore(state).read(VA)!.qmp);
+    try {
+      let greeted = '';
+      holder.on('data', (d: Buffer) => (greeted += d.toString()));
+      await until(() => greeted.includes('"QMP"'), 'the control monitor held');
+      const added = await cli(['add', VA, '--queues', '2', '--id', 'held'], env);
+      expect(added.exitCode, added.stderr).to.equal(0);
+    } finally {
+      holder.destroy();
+    }
   });
 
   it('killed mid-command (SIGKILL): the CLI says so in one line; a restarted agent picks up every VM', async () => {
