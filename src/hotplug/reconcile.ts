@@ -22,15 +22,23 @@ export function startReconcile(
     filter((e) => e.event === 'DEVICE_DELETED' && e.source === 'qemu' && typeof e.data.device === 'string'),
     map((e) => ({ kind: 'deleted' as const, device: (e.data as { device: string }).device })),
   );
+  // A check queued and not begun yet covers whatever asks for one meanwhile: an add's three events
+  // (DEVICE_ADDED, NIC_BRIDGED, NIC_ADDED) queue one check behind its lock, not three.
+  let checkQueued = false;
   const check$ = merge(interval(periodMs), kick$, events$.pipe(filter((e) => e.event !== 'DEVICE_DELETED'))).pipe(
-    map(() => ({ kind: 'check' as const })),
+    filter(() => !checkQueued),
+    map(() => ((checkQueued = true), { kind: 'check' as const })),
   );
   return merge(deleted$, check$)
     .pipe(
       concatMap(async (job) => {
         try {
           if (job.kind === 'deleted') await ctx.record.locked(() => forgetDeleted(ctx, job.device));
-          else await ctx.record.locked(() => repairPorts(ctx));
+          else
+            await ctx.record.locked(() => {
+              checkQueued = false; // begun: a change from now on needs the next one
+              return repairPorts(ctx);
+            });
         } catch (e) {
           ctx.publish('RECONCILE_FAILED', { error: (e as Error).message });
         }
