@@ -128,31 +128,30 @@ describe('automation: watch, hooks and reactions (real guest)', function () {
     const ejected = await guest.add(['--queues', '2']);
     await guest.waitFor(() => guest!.nics.get(ejected.mac), 'NIC to eject');
     expect((await guest.run(`eject ${ejected.mac}`)).rc).to.equal(0);
-    await waitFor(() => !store.read(GA)!.nics.some((n) => n.id === ejected.id), 'ejected NIC forgotten');
+    // the agent forgets the NIC, then logs NIC_REMOVED: wait for the log line, after which both hold
+    const removed = (id: string) => log().filter((e) => e.event === 'NIC_REMOVED' && e.data.device === id);
+    const ejectedRemoved = await waitFor(() => removed(ejected.id)[0], 'NIC_REMOVED of the ejected NIC');
+    expect(ejectedRemoved.data).to.deep.include({ reason: 'guest-initiated unplug', tapGone: true });
+    expect(store.read(GA)!.nics.map((n) => n.id)).not.to.include(ejected.id);
     expect(linkExists(ejected.tap)).to.equal(false);
-    expect(log().find((e) => e.event === 'NIC_REMOVED' && e.data.device === ejected.id)!.data).to.deep.include({
-      reason: 'guest-initiated unplug',
-      tapGone: true,
-    });
 
     // 2. an unplug that could not finish (VM paused) completes when the guest gets to it
     const pending = await guest.add(['--queues', '2']);
     await guest.waitFor(() => guest!.nics.get(pending.mac), 'NIC to unplug');
     const vm = await Controller.open({ name: GA, store, monitor: 'events' }).catch(() => undefined);
     expect(vm, 'the events monitor is held by the agent').to.equal(undefined);
+    // ids are reused once a NIC is forgotten: this one's NIC_REMOVED is the one after those before
+    const before = removed(pending.id).length;
     const pause = await cli(['qmp', GA, 'stop'], guest.env);
     expect(pause.exitCode, pause.stderr).to.equal(0);
     const removal = await cli(['remove', GA, pending.id, '--timeout', '1'], guest.env);
     expect(removal.exitCode).to.equal(3);
     expect(store.read(GA)!.nics.find((n) => n.id === pending.id)!.state).to.equal('unplug-pending');
     expect((await cli(['qmp', GA, 'cont'], guest.env)).exitCode).to.equal(0);
-    await waitFor(() => !store.read(GA)!.nics.some((n) => n.id === pending.id), 'pending unplug finished');
+    await waitFor(() => removed(pending.id).length > before, 'pending unplug finished');
+    expect(removed(pending.id).pop()!.data).to.deep.include({ reason: 'pending unplug completed', tap: pending.tap });
+    expect(store.read(GA)!.nics.map((n) => n.id)).not.to.include(pending.id);
     expect(linkExists(pending.tap)).to.equal(false);
-    // ids are reused once a NIC is forgotten: the latest NIC_REMOVED is this one's
-    const removedLast = log()
-      .filter((e) => e.event === 'NIC_REMOVED' && e.data.device === pending.id)
-      .pop()!;
-    expect(removedLast.data).to.deep.include({ reason: 'pending unplug completed', tap: pending.tap });
 
     // 3. a tap knocked off its bridge and down is put back
     const kept = await guest.add(['--queues', '2']);

@@ -195,6 +195,22 @@ export function tapQueues(tap: string): number {
   return Number(enabled ?? NaN) + Number(disabled ?? NaN);
 }
 
+/**
+ * Every thread of a killed process has ended, so its descriptors are closed. After SIGKILL the
+ * leader turns zombie at once (pidAlive says dead) while QEMU's other threads still exit, holding
+ * the fd table, and so a tap's queues, until the last of them is gone.
+ */
+export function processGone(pid: number): boolean {
+  try {
+    const tasks = fs.readdirSync(`/proc/${pid}/task`);
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return tasks.length <= 1 && (state === 'Z' || state === 'X');
+  } catch {
+    return true; // reaped
+  }
+}
+
 const users = new Set<string>();
 
 /** A system user of this run's own (no home, no shell), deleted by cleanupAll. */

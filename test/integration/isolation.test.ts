@@ -16,6 +16,7 @@ import {
   configDirOf,
   expectUnprivileged,
   makeUser,
+  processGone,
   tapQueues,
   tapsOf,
   tempDir,
@@ -147,7 +148,7 @@ describe('QEMU without root: owned taps no other uid can open (real QEMU, real t
     expect(owned()).to.deep.equal(expected(record.user!.uid));
     const kill = async () => {
       process.kill(record.pid, 'SIGKILL');
-      await until(() => !qemuAlive(record), 'QEMU gone after SIGKILL', 10_000);
+      await until(() => processGone(record.pid), 'every thread of QEMU gone after SIGKILL', 10_000);
     };
     await kill();
     // persistent: they stay when their QEMU dies (no queue attached), until mq-hotplug deletes them

@@ -8,7 +8,7 @@ import { execa } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { VmDefinition } from '../../src/qemu/definition.js';
-import { qemuAlive, type VmRecord } from '../../src/qemu/state.js';
+import type { VmRecord } from '../../src/qemu/state.js';
 import { pollUntil } from '../../src/util/time.js';
 import {
   CLI,
@@ -23,6 +23,7 @@ import {
   killMidway,
   stateEntries,
   linkExists,
+  processGone,
 } from '../helpers/env.js';
 
 /** VM names of this run (their taps are host-wide): see vmName. */
@@ -153,7 +154,7 @@ describe('lasting NICs: definitions, start by name, apply (real QEMU, no guest)'
         fs.readFileSync(path.join(env.MQ_HOTPLUG_STATE_DIR!, LV, 'vm.json'), 'utf8'),
       ) as VmRecord;
       process.kill(record.pid, 'SIGKILL');
-      await pollUntil(() => !qemuAlive(record), 10_000); // its taps are persistent: the wipe below takes them, as a reboot would
+      await pollUntil(() => processGone(record.pid), 10_000); // its taps are persistent: the wipe below takes them, as a reboot would
       wipeRuntimeState(env.MQ_HOTPLUG_STATE_DIR!);
       await run(['start', LV]);
       await check('after a host reboot');
